@@ -1,0 +1,120 @@
+"""Batches for training and decoding: lhotse's DynamicBucketingSampler (``--max-duration``) over cuts with
+precomputed features, lhotse's SpecAugment, and optional noise mixing (lhotse CutMix)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset import CutMix, DynamicBucketingSampler, SpecAugment
+from lhotse.dataset.collation import collate_features
+
+from .tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def cut_text(cut) -> str:
+    return " ".join((s.text or "").strip() for s in cut.supervisions).strip()
+
+
+def cut_language(cut) -> Optional[str]:
+    return cut.supervisions[0].language if cut.supervisions else None
+
+
+def read_languages(path: Path) -> List[str]:
+    """``languages.txt``: one language code per line; line index = LID class id."""
+    return [l.strip() for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+def write_languages(languages: Sequence[str], path: Path) -> None:
+    Path(path).write_text("".join(f"{l}\n" for l in languages), encoding="utf-8")
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    """Turns a CutSet (one sampler batch) into padded features, token ids, and language ids.
+
+    Returns ``{"features": (N,T,F), "feature_lens": (N,), "texts", "tokens": list[list[int]] | None,
+    "languages": (N,) int64 (-1 when unknown), "cut_ids", "cuts"}``, sorted by decreasing duration.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Optional[Tokenizer] = None,
+        languages: Optional[Sequence[str]] = None,
+        spec_augment: Optional[SpecAugment] = None,
+        noise: Optional[CutMix] = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.lang2id = {l: i for i, l in enumerate(languages or [])}
+        self.spec_augment = spec_augment
+        self.noise = noise
+
+    def __getitem__(self, cuts: CutSet) -> Dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        if self.noise is not None:
+            cuts = self.noise(cuts)
+        feats, feat_lens = collate_features(cuts)
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats)
+        texts = [cut_text(c) for c in cuts]
+        tokens = None
+        if self.tokenizer is not None:
+            tokens = [self.tokenizer.encode(t) for t in texts]
+        langs = torch.tensor([self.lang2id.get(cut_language(c), -1) for c in cuts], dtype=torch.int64)
+        return {
+            "features": feats,
+            "feature_lens": feat_lens.to(torch.int64),
+            "texts": texts,
+            "tokens": tokens,
+            "languages": langs,
+            "cut_ids": [c.id for c in cuts],
+            "cuts": cuts,
+        }
+
+
+def make_spec_augment(num_feature_masks: int = 2, features_mask_size: int = 27, num_frame_masks: int = 10,
+                      frames_mask_size: int = 100, time_warp_factor: int = 80) -> SpecAugment:
+    """SpecAugment as icefall's recipes use it (lhotse implementation)."""
+    return SpecAugment(
+        time_warp_factor=time_warp_factor,
+        num_feature_masks=num_feature_masks,
+        features_mask_size=features_mask_size,
+        num_frame_masks=num_frame_masks,
+        frames_mask_size=frames_mask_size,
+    )
+
+
+def make_sampler(
+    cuts: CutSet,
+    max_duration: float,
+    *,
+    shuffle: bool,
+    num_buckets: int = 10,
+    seed: int = 0,
+    world_size: Optional[int] = None,
+    rank: Optional[int] = None,
+    drop_last: bool = False,
+) -> DynamicBucketingSampler:
+    """Duration-bucketed batches of at most ``max_duration`` seconds of audio (resumable via state_dict)."""
+    return DynamicBucketingSampler(
+        cuts,
+        max_duration=max_duration,
+        shuffle=shuffle,
+        num_buckets=num_buckets,
+        seed=seed,
+        world_size=world_size,
+        rank=rank,
+        drop_last=drop_last,
+        num_cuts_for_bins_estimate=min(10000, max(1, len(cuts)) if hasattr(cuts, "__len__") else 10000),
+    )
+
+
+def make_dataloader(dataset: AsrDataset, sampler, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
