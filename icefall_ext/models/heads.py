@@ -1,0 +1,92 @@
+"""Output heads on top of an encoder: CTC, language ID, and the stateless transducer
+prediction network (``Decoder``) and ``Joiner`` (icefall-compatible names and attributes)."""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from icefall_ext.models.subsampling import make_pad_mask
+
+
+class Decoder(nn.Module):
+    """Stateless prediction network: embedding -> depthwise Conv1d over the last
+    ``context_size`` tokens -> ReLU. The blank embedding is fixed at zero."""
+
+    def __init__(self, vocab_size: int, decoder_dim: int, blank_id: int = 0, context_size: int = 2) -> None:
+        super().__init__()
+        if context_size < 1:
+            raise ValueError(f"context_size must be >= 1, got {context_size}")
+        self.vocab_size = vocab_size
+        self.decoder_dim = decoder_dim
+        self.blank_id = blank_id
+        self.context_size = context_size
+        self.embedding = nn.Embedding(vocab_size, decoder_dim, padding_idx=blank_id)
+        self.conv = (
+            nn.Conv1d(decoder_dim, decoder_dim, context_size, groups=decoder_dim, bias=False)
+            if context_size > 1
+            else None
+        )
+
+    def forward(self, y: Tensor, need_pad: bool = True) -> Tensor:
+        """y (N, U) int64 token ids.
+
+        need_pad=True: left-pad with ``context_size - 1`` blanks and return (N, U, decoder_dim),
+        output u depending on tokens ``y[:, u - context_size + 1 : u + 1]``.
+        need_pad=False: y is exactly (N, context_size); returns (N, 1, decoder_dim).
+        """
+        if need_pad:
+            y = F.pad(y, (self.context_size - 1, 0), value=self.blank_id)
+        elif y.size(1) != self.context_size:
+            raise ValueError(f"need_pad=False expects (N, {self.context_size}) tokens, got {tuple(y.shape)}")
+        out = self.embedding(y)
+        if self.conv is not None:
+            out = self.conv(out.transpose(1, 2)).transpose(1, 2)
+        return F.relu(out)
+
+
+class Joiner(nn.Module):
+    """logits = output_linear(tanh(encoder_proj(e) + decoder_proj(d)))."""
+
+    def __init__(self, encoder_dim: int, decoder_dim: int, joiner_dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.encoder_proj = nn.Linear(encoder_dim, joiner_dim)
+        self.decoder_proj = nn.Linear(decoder_dim, joiner_dim)
+        self.output_linear = nn.Linear(joiner_dim, vocab_size)
+
+    def forward(self, encoder_out: Tensor, decoder_out: Tensor, project_input: bool = True) -> Tensor:
+        """Broadcastable encoder/decoder outputs -> (..., vocab_size) logits.
+
+        With ``project_input=False`` the inputs are already in the joiner dimension
+        (e.g. pruned outputs of ``encoder_proj`` / ``decoder_proj``).
+        """
+        if project_input:
+            encoder_out = self.encoder_proj(encoder_out)
+            decoder_out = self.decoder_proj(decoder_out)
+        return self.output_linear(torch.tanh(encoder_out + decoder_out))
+
+
+class CtcHead(nn.Module):
+    """Linear projection to the vocabulary followed by log-softmax."""
+
+    def __init__(self, encoder_dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.output = nn.Linear(encoder_dim, vocab_size)
+
+    def forward(self, encoder_out: Tensor) -> Tensor:
+        """(N, T, D) -> (N, T, vocab_size) log-probabilities."""
+        return self.output(encoder_out).log_softmax(dim=-1)
+
+
+class LidHead(nn.Module):
+    """Utterance-level language ID: mean over valid frames, then a linear classifier."""
+
+    def __init__(self, encoder_dim: int, num_languages: int) -> None:
+        super().__init__()
+        self.output = nn.Linear(encoder_dim, num_languages)
+
+    def forward(self, encoder_out: Tensor, encoder_out_lens: Tensor) -> Tensor:
+        """(N, T, D), (N,) -> (N, num_languages) logits; padded frames are ignored."""
+        valid = ~make_pad_mask(encoder_out_lens, encoder_out.size(1))
+        summed = (encoder_out * valid.unsqueeze(-1).to(encoder_out.dtype)).sum(dim=1)
+        counts = encoder_out_lens.clamp(min=1).unsqueeze(-1).to(encoder_out.dtype)
+        return self.output(summed / counts)

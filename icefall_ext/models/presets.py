@@ -1,0 +1,116 @@
+"""Model configs (plain JSON-able dicts), named presets, and ``build_model``.
+
+A config looks like::
+
+    {"encoder": "conformer" | "zipformer", "encoder_kwargs": {...}, "feature_dim": 80,
+     "vocab_size": V, "num_languages": L, "use_ctc": bool, "use_transducer": bool,
+     "decoder_dim": int, "joiner_dim": int, "context_size": int}
+
+Presets are named ``<encoder>-<size>`` with sizes ``tiny`` (tests), ``mini`` (CPU, mini corpus)
+and ``medium`` (real data, about 65M parameters with transducer heads).
+"""
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from icefall_ext.models.asr_model import AsrModel
+from icefall_ext.models.conformer import Conformer
+
+ENCODERS = ("conformer", "zipformer")
+SIZES = ("tiny", "mini", "medium")
+
+# The mini conformer matches the calibrated ~3.7M-parameter CTC model of DESIGN §4: d=192,
+# 6 blocks, 4 heads, kernel 15; its two macaron half-step FFNs of width 384 together hold as
+# many weights as one FFN of width 768.
+CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        d_model=64, num_layers=2, num_heads=2, feedforward_dim=128, cnn_module_kernel=7, subsampling_channels=16
+    ),
+    "mini": dict(
+        d_model=192, num_layers=6, num_heads=4, feedforward_dim=384, cnn_module_kernel=15, subsampling_channels=32
+    ),
+    "medium": dict(
+        d_model=512, num_layers=12, num_heads=8, feedforward_dim=1536, cnn_module_kernel=31, subsampling_channels=128
+    ),
+}
+
+HEAD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": dict(use_ctc=True, use_transducer=False, decoder_dim=64, joiner_dim=64, context_size=2),
+    "mini": dict(use_ctc=True, use_transducer=False, decoder_dim=256, joiner_dim=256, context_size=2),
+    "medium": dict(use_ctc=True, use_transducer=True, decoder_dim=512, joiner_dim=512, context_size=2),
+}
+
+_HEAD_KEYS = ("use_ctc", "use_transducer", "decoder_dim", "joiner_dim", "context_size")
+_REQUIRED_KEYS = ("encoder", "encoder_kwargs", "feature_dim", "vocab_size", "num_languages") + _HEAD_KEYS
+
+
+def list_presets() -> list[str]:
+    """All preset names, ``<encoder>-<size>``."""
+    return [f"{encoder}-{size}" for encoder in ENCODERS for size in SIZES]
+
+
+def _encoder_presets(encoder: str) -> dict[str, dict[str, Any]]:
+    if encoder == "conformer":
+        return CONFORMER_PRESETS
+    from icefall_ext.models.zipformer import PRESETS
+
+    return PRESETS
+
+
+def model_config_from_preset(
+    name: str, vocab_size: int, num_languages: int = 0, feature_dim: int = 80, **overrides: Any
+) -> dict[str, Any]:
+    """Config dict for preset ``name``.
+
+    ``overrides`` may set any head key (use_ctc, use_transducer, decoder_dim, joiner_dim,
+    context_size) or ``encoder_kwargs`` (a dict merged into the preset's encoder kwargs).
+    """
+    encoder, _, size = name.partition("-")
+    if encoder not in ENCODERS or size not in SIZES:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
+    config: dict[str, Any] = {
+        "encoder": encoder,
+        "encoder_kwargs": copy.deepcopy(_encoder_presets(encoder)[size]),
+        "feature_dim": feature_dim,
+        "vocab_size": vocab_size,
+        "num_languages": num_languages,
+        **HEAD_DEFAULTS[size],
+    }
+    for key, value in overrides.items():
+        if key == "encoder_kwargs":
+            config["encoder_kwargs"].update(value)
+        elif key in _HEAD_KEYS:
+            config[key] = value
+        else:
+            raise ValueError(f"unknown override {key!r}; allowed: encoder_kwargs, {', '.join(_HEAD_KEYS)}")
+    return config
+
+
+def build_encoder(config: dict[str, Any]) -> nn.Module:
+    """The encoder described by ``config`` (``encoder``, ``encoder_kwargs``, ``feature_dim``)."""
+    if config["encoder"] == "conformer":
+        encoder_cls = Conformer
+    elif config["encoder"] == "zipformer":
+        from icefall_ext.models.zipformer import Zipformer as encoder_cls
+    else:
+        raise ValueError(f"unknown encoder {config['encoder']!r}; known: {', '.join(ENCODERS)}")
+    return encoder_cls(feature_dim=config["feature_dim"], **config["encoder_kwargs"])
+
+
+def build_model(config: dict[str, Any]) -> AsrModel:
+    """Build an :class:`AsrModel` from a config dict (see module docstring)."""
+    missing = [key for key in _REQUIRED_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"model config lacks {', '.join(missing)}")
+    return AsrModel(
+        build_encoder(config),
+        config["vocab_size"],
+        use_ctc=config["use_ctc"],
+        use_transducer=config["use_transducer"],
+        num_languages=config["num_languages"],
+        decoder_dim=config["decoder_dim"],
+        joiner_dim=config["joiner_dim"],
+        context_size=config["context_size"],
+    )
