@@ -12,6 +12,7 @@ from lhotse import CutSet
 from lhotse.dataset import CutMix, DynamicBucketingSampler, SpecAugment
 from lhotse.dataset.collation import collate_features
 
+from ..common import atomic_write_text
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def read_languages(path: Path) -> List[str]:
 
 
 def write_languages(languages: Sequence[str], path: Path) -> None:
-    Path(path).write_text("".join(f"{l}\n" for l in languages), encoding="utf-8")
+    atomic_write_text(Path(path), "".join(f"{l}\n" for l in languages))
 
 
 class AsrDataset(torch.utils.data.Dataset):

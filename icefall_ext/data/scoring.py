@@ -6,13 +6,14 @@ collapsed to a single space, which is kept as a character (so word-boundary erro
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import kaldialign
+
+from ..common import atomic_write_text
 
 EPS = "*"
 
@@ -91,19 +92,12 @@ def score(
     return report
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_recogs(path: Path, results: Sequence[Tuple[str, str, str]]) -> None:
     """``recogs`` file: for each (cut_id, ref, hyp) a ``ref=`` and a ``hyp=`` line, sorted by id."""
     lines = []
     for cut_id, ref, hyp in sorted(results):
         lines.append(f"{cut_id}:\tref={ref.split()}\n{cut_id}:\thyp={hyp.split()}\n")
-    _atomic_write(Path(path), "".join(lines))
+    atomic_write_text(Path(path), "".join(lines))
 
 
 def write_errs(
@@ -129,4 +123,4 @@ def write_errs(
         shown = [r if r == h else f"({r}->{h})" for r, h in ali]
         sep = " " if unit == "word" else ""
         out.append(f"{cut_id}:\t{sep.join(shown)}\n")
-    _atomic_write(Path(path), "".join(out))
+    atomic_write_text(Path(path), "".join(out))

@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, List, Optional, Protocol, Sequence
 
+from ..common import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 BLANK = "<blk>"
@@ -45,11 +47,7 @@ def write_tokens_txt(symbols: Sequence[str], path: Path) -> None:
     bad = [s for s in symbols if not s or any(ch.isspace() for ch in s)]
     if bad:
         raise ValueError(f"tokens may not be empty or contain whitespace: {bad[:5]}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{s} {i}\n" for i, s in enumerate(symbols)), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(Path(path), "".join(f"{s} {i}\n" for i, s in enumerate(symbols)))
 
 
 def read_tokens_txt(path: Path) -> List[str]:

@@ -1,0 +1,90 @@
+"""Make cuts from lhotse recording/supervision manifests and compute their fbank features.
+
+For every ``<prefix>_recordings_<part>.jsonl.gz`` in --manifest-dir matching --glob (with its
+``_supervisions_`` twin), writes ``<out-dir>/<prefix>_cuts_<part>.jsonl.gz`` and the features beside it.
+Cuts are trimmed to their supervisions, resampled to --sampling-rate, optionally speed-perturbed
+(0.9/1.1, train parts only). Unreadable audio is reported by id and skipped. Existing outputs are kept.
+
+    python -m icefall_ext.bin.compute_fbank --manifest-dir data/manifests --glob 'cv-*' --out-dir data/fbank
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+from ..common import die, setup_logging, str2bool
+
+logger = logging.getLogger("icefall_ext.compute_fbank")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest-dir", type=Path, required=True)
+    p.add_argument("--glob", default="*", help="prefix pattern of the manifests to process (default: %(default)s)")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--num-mel-bins", type=int, default=80)
+    p.add_argument("--sampling-rate", type=int, default=16000)
+    p.add_argument("--num-jobs", type=int, default=2)
+    p.add_argument("--speed-perturb", type=str2bool, default=False, help="add 0.9x and 1.1x copies of train parts")
+    p.add_argument("--trim-to-supervisions", type=str2bool, default=True)
+    return p
+
+
+def pairs(manifest_dir: Path, pattern: str) -> List[tuple]:
+    """(recordings, supervisions, cuts name) for each manifest pair under ``manifest_dir``."""
+    found = []
+    for rec in sorted(manifest_dir.glob(f"{pattern}_recordings_*.jsonl.gz")):
+        sup = rec.with_name(rec.name.replace("_recordings_", "_supervisions_"))
+        if not sup.is_file():
+            logger.warning("%s has no supervisions manifest %s: skipped", rec, sup.name)
+            continue
+        found.append((rec, sup, rec.name.replace("_recordings_", "_cuts_")))
+    return found
+
+
+def make_cuts(rec_path: Path, sup_path: Path, trim: bool):
+    from lhotse import CutSet, RecordingSet, SupervisionSet
+    from lhotse.qa import fix_manifests
+
+    recordings, supervisions = fix_manifests(RecordingSet.from_file(rec_path), SupervisionSet.from_file(sup_path))
+    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+    if trim:
+        cuts = cuts.trim_to_supervisions(keep_overlapping=False)
+    return cuts.to_eager()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    setup_logging()
+    if not args.manifest_dir.is_dir():
+        die(f"manifest dir {args.manifest_dir} does not exist (run the preparation stage first)")
+    todo = pairs(args.manifest_dir, args.glob)
+    if not todo:
+        die(f"no '{args.glob}_recordings_*.jsonl.gz' manifests in {args.manifest_dir}")
+
+    from ..data.features import FbankOptions, compute_and_store_fbank
+
+    opts = FbankOptions(sampling_rate=args.sampling_rate, num_mel_bins=args.num_mel_bins)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for rec, sup, name in todo:
+        out = args.out_dir / name
+        if out.is_file():
+            logger.info("%s exists: skipped", out)
+            continue
+        cuts = make_cuts(rec, sup, args.trim_to_supervisions)
+        if args.speed_perturb and "_train" in name:
+            cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
+        stem = name.replace(".jsonl.gz", "")
+        with_feats, report = compute_and_store_fbank(cuts, args.out_dir / f"{stem}_storage", stem, opts, args.num_jobs)
+        tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
+        with_feats.to_file(tmp)
+        tmp.rename(out)
+        logger.info("wrote %s: %d cuts, %.2f h (%d unreadable skipped)", out, len(with_feats),
+                    sum(c.duration for c in with_feats) / 3600, len(report.failed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Train an ASR model (CTC, transducer, or both; optional language-ID head; optional slimIPL).
+
+Examples::
+
+    python -m icefall_ext.bin.train --exp-dir exp/base --lang-dir data/lang_char \\
+        --train-cuts data/fbank/cv_cuts_train.jsonl.gz --valid-cuts data/fbank/cv_cuts_dev.jsonl.gz \\
+        --preset conformer-mini --heads ctc --lid-scale 1.0 --max-duration 300 --num-epochs 10
+
+    # 4 GPUs on one machine (DDP through torchrun); several machines: call torchrun yourself with
+    # --nnodes/--rdzv-endpoint and this module
+    python -m icefall_ext.bin.train --world-size 4 --dtype bfloat16 ...
+
+A rerun with the same --exp-dir resumes exactly from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from ..common import atomic_write_text, die, setup_logging, str2bool
+from ..train.trainer import TrainConfig
+
+logger = logging.getLogger("icefall_ext.train")
+
+HEADS = {"ctc": (True, False), "transducer": (False, True), "hybrid": (True, True)}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("List[str]",):
+            p.add_argument(flag, nargs="+", required=f.name == "train_cuts",
+                           default=[] if f.name != "train_cuts" else None, help=f"(list) default: %(default)s")
+        elif f.default is dataclasses.MISSING:
+            p.add_argument(flag, required=True)
+        else:
+            kind = {"int": int, "float": float, "bool": str2bool, "str": str}[f.type]
+            p.add_argument(flag, type=kind, default=f.default, help="default: %(default)s")
+    p.add_argument("--preset", default="conformer-mini", help="model preset, see `python -m icefall_ext.bin.model_info`")
+    p.add_argument("--heads", choices=sorted(HEADS), default="ctc", help="output heads (default: %(default)s)")
+    p.add_argument("--model-overrides", default="{}", help="JSON dict merged into the model config")
+    p.add_argument("--init-from", default=None,
+                   help="checkpoint file or exp dir to start from (fine-tuning); token/language rows are mapped")
+    p.add_argument("--freeze-encoder", type=str2bool, default=False, help="train only the heads")
+    p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--verbose", type=str2bool, default=False)
+    return p
+
+
+def _relaunch_with_torchrun(world_size: int) -> None:
+    """Re-execute this command under torchrun with ``world_size`` local processes."""
+    argv = [a for a in sys.argv[1:]]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
+           "-m", "icefall_ext.bin.train"] + argv
+    os.execv(sys.executable, cmd)
+
+
+def _resolve_init_from(path: str) -> Path:
+    from ..train.checkpoint import epoch_checkpoints
+
+    p = Path(path)
+    if p.is_dir():
+        found = epoch_checkpoints(p)
+        if not found:
+            die(f"--init-from {p}: no epoch-*.pt in that directory")
+        return found[-1][1]
+    if not p.is_file():
+        die(f"--init-from {p}: no such checkpoint")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    if args.world_size > 1 and "LOCAL_RANK" not in os.environ:
+        _relaunch_with_torchrun(args.world_size)
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    exp_dir = Path(cfg.exp_dir)
+    setup_logging(exp_dir / "log", "log-train", rank, args.verbose)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from lhotse import CutSet
+
+    from ..data.dataset import read_languages
+    from ..data.filtering import filter_cuts
+    from ..data.tokenizer import load_tokenizer
+    from ..models.presets import build_model, model_config_from_preset
+    from ..train.checkpoint import load_checkpoint
+    from ..train.init import transfer_weights
+    from ..train.trainer import Trainer, load_cuts
+
+    for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts:
+        if not Path(path).is_file():
+            die(f"missing cut manifest {path} (run the feature stage first)")
+    try:
+        tokenizer = load_tokenizer(Path(cfg.lang_dir))
+    except (FileNotFoundError, ValueError) as e:
+        die(str(e))
+    lang_file = Path(cfg.lang_dir) / "languages.txt"
+    languages = read_languages(lang_file) if lang_file.is_file() else []
+    if cfg.lid_scale > 0 and not languages:
+        die(f"--lid-scale > 0 needs {lang_file}")
+
+    if world_size > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    model_config_path = exp_dir / "model_config.json"
+    if model_config_path.is_file():
+        model_config = json.loads(model_config_path.read_text())
+        logger.info("using the model config of the existing experiment %s", model_config_path)
+    else:
+        use_ctc, use_transducer = HEADS[args.heads]
+        overrides = json.loads(args.model_overrides)
+        try:
+            model_config = model_config_from_preset(
+                args.preset, vocab_size=tokenizer.vocab_size,
+                num_languages=len(languages) if cfg.lid_scale > 0 else 0,
+                use_ctc=use_ctc, use_transducer=use_transducer, **overrides)
+        except (KeyError, ValueError) as e:
+            die(f"bad model preset/overrides: {e}")
+    model = build_model(model_config)
+    num_params = sum(p.numel() for p in model.parameters())
+    logger.info("model: %s, %.2fM parameters", model_config.get("encoder"), num_params / 1e6)
+
+    init_path = None
+    if args.init_from and not any(exp_dir.glob("*.pt")):
+        init_path = _resolve_init_from(args.init_from)
+        old = load_checkpoint(init_path)
+        transfer_weights(model, old["model"], old.get("tokens", []), tokenizer.token_table,
+                         old.get("languages", []), languages)
+        logger.info("initialised from %s", init_path)
+    if args.freeze_encoder:
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+        logger.info("encoder frozen: training %.2fM parameters",
+                    sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
+
+    if rank == 0:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(model_config_path, json.dumps(model_config, indent=2))
+        record = dict(dataclasses.asdict(cfg), preset=args.preset, heads=args.heads,
+                      init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder)
+        atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
+
+    train_cuts, report = filter_cuts(load_cuts(cfg.train_cuts), can_encode=tokenizer.can_encode,
+                                     min_duration=cfg.min_duration, max_duration=cfg.max_cut_duration)
+    report.log("train cuts")
+    if report.num_kept == 0:
+        die("no usable training cuts (see the log for the reasons)")
+    valid_cuts = None
+    if cfg.valid_cuts:
+        valid_cuts, vreport = filter_cuts(load_cuts(cfg.valid_cuts), min_duration=0.0)
+        vreport.log("valid cuts")
+    unlabelled = None
+    if cfg.unlabelled_cuts:
+        unlabelled, ureport = filter_cuts(load_cuts(cfg.unlabelled_cuts), require_text=False,
+                                          min_duration=cfg.min_duration, max_duration=None)
+        ureport.log("unlabelled cuts")
+
+    trainer = Trainer(cfg, model, model_config, tokenizer, languages, rank=rank, world_size=world_size,
+                      device=device)
+    trainer.build_sources(train_cuts, valid_cuts, unlabelled)
+    trainer.run()
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

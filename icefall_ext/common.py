@@ -1,0 +1,51 @@
+"""Small helpers shared by the command-line tools: logging set-up, boolean options, atomic text writes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+
+def str2bool(v: str) -> bool:
+    """argparse type for Kaldi-style booleans: true/false, yes/no, 1/0."""
+    s = str(v).lower()
+    if s in ("true", "yes", "1", "y", "t"):
+        return True
+    if s in ("false", "no", "0", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
+
+
+def setup_logging(log_dir: Optional[Path] = None, name: str = "log", rank: int = 0, verbose: bool = False) -> None:
+    """Log to stderr (rank 0) and, when ``log_dir`` is given, to ``log_dir/<name>-<timestamp>[-rank].txt``."""
+    fmt = f"%(asctime)s %(levelname)s [%(filename)s:%(lineno)d]{f' (rank {rank})' if rank else ''} %(message)s"
+    handlers = []
+    if rank == 0:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if log_dir is not None:
+        log_dir = Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+        handlers.append(logging.FileHandler(log_dir / f"{name}-{stamp}{f'-{rank}' if rank else ''}.txt"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, handlers=handlers, force=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def die(msg: str) -> "NoReturn":  # noqa: F821
+    """One-line error on stderr and exit status 1 (for command-line tools)."""
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "icefall_ext"
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    raise SystemExit(1)

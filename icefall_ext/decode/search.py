@@ -1,0 +1,66 @@
+"""Model-level decoding of a batch: runs the encoder and the chosen search, whatever heads the model has.
+
+Methods: ``ctc-greedy``, ``ctc-beam`` (prefix beam search; with ``lm`` for word n-gram shallow fusion),
+``greedy`` (transducer batched greedy), ``modified-beam`` (transducer, beam 4 by default). ``auto`` picks
+transducer greedy when the model has a transducer, else CTC greedy.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+
+METHODS = ("auto", "ctc-greedy", "ctc-beam", "greedy", "modified-beam")
+
+
+def resolve_method(model, method: str) -> str:
+    has_transducer = getattr(model, "joiner", None) is not None
+    has_ctc = getattr(model, "ctc", None) is not None
+    if method == "auto":
+        return "greedy" if has_transducer else "ctc-greedy"
+    if method.startswith("ctc") and not has_ctc:
+        raise ValueError(f"--method {method} needs a CTC head; this model has none")
+    if method in ("greedy", "modified-beam") and not has_transducer:
+        raise ValueError(f"--method {method} needs a transducer; this model has none (use ctc-greedy)")
+    if method not in METHODS:
+        raise ValueError(f"unknown decoding method {method!r}; choose from {METHODS}")
+    return method
+
+
+@torch.no_grad()
+def decode_encoder_output(model, enc: torch.Tensor, enc_lens: torch.Tensor, method: str = "auto", *,
+                          beam: int = 4, lm=None, alpha: float = 0.5, beta: float = 1.0,
+                          token_table: Optional[List[str]] = None) -> List[List[int]]:
+    method = resolve_method(model, method)
+    if method == "greedy":
+        from .transducer import greedy_search_batch
+
+        return greedy_search_batch(model, enc, enc_lens)
+    if method == "modified-beam":
+        from .transducer import modified_beam_search
+
+        return modified_beam_search(model, enc, enc_lens, beam=beam)
+    log_probs = model.ctc_log_probs(enc).float()
+    return decode_ctc_log_probs(log_probs, enc_lens, method, beam=beam, lm=lm, alpha=alpha, beta=beta,
+                                token_table=token_table)
+
+
+def decode_ctc_log_probs(log_probs: torch.Tensor, lens: torch.Tensor, method: str = "ctc-greedy", *,
+                         beam: int = 8, lm=None, alpha: float = 0.5, beta: float = 1.0,
+                         token_table: Optional[List[str]] = None) -> List[List[int]]:
+    from .ctc import ctc_greedy_search, ctc_prefix_beam_search
+
+    if method == "ctc-greedy":
+        return ctc_greedy_search(log_probs, lens)
+    return ctc_prefix_beam_search(log_probs, lens, beam=beam, lm=lm, token_table=token_table,
+                                  alpha=alpha, beta=beta)
+
+
+@torch.no_grad()
+def decode_batch(model, batch: Dict, device: torch.device, method: str = "auto", **kwargs) -> List[List[int]]:
+    """Token ids of the best hypothesis for each utterance of a dataset batch (model in eval mode)."""
+    feats = batch["features"].to(device)
+    lens = batch["feature_lens"].to(device)
+    enc, enc_lens = model.forward_encoder(feats, lens)
+    return decode_encoder_output(model, enc, enc_lens, method, **kwargs)

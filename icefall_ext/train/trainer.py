@@ -1,0 +1,441 @@
+"""The training loop shared by every recipe (supervised, fine-tuning, slimIPL pseudo-labelling).
+
+One :class:`Trainer` owns the model, optimiser, scheduler, data sources, and the exact-resume state. A *batch
+source* yields ``(batch, labels, kind)``: ``labels`` is ``None`` for labelled batches (the batch's own tokens are
+used) or a list of pseudo-label token sequences. Everything needed to continue bit-exactly — model, optimiser,
+scheduler, sampler positions, RNG states, grad scaler, counters — goes into each checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from lhotse import CutSet
+
+from ..data.dataset import AsrDataset, make_dataloader, make_sampler, make_spec_augment
+from ..data.scoring import score
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    remove_old_update_checkpoints,
+    save_checkpoint,
+)
+from .schedule import make_scheduler
+
+logger = logging.getLogger(__name__)
+
+LOSS_KEYS = ("ctc", "lid", "simple", "pruned")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``train_config.json`` beside the checkpoints."""
+
+    exp_dir: str
+    lang_dir: str
+    train_cuts: List[str]
+    valid_cuts: List[str] = field(default_factory=list)
+    num_epochs: int = 10
+    max_updates: int = 0
+    max_duration: float = 200.0
+    num_buckets: int = 10
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-3
+    scheduler: str = "noam"
+    warmup_updates: int = 500
+    grad_clip: float = 5.0
+    ctc_scale: float = 1.0
+    lid_scale: float = 0.0
+    simple_scale: float = 0.5
+    pruned_scale: float = 1.0
+    prune_range: int = 5
+    dtype: str = "float32"
+    spec_augment: bool = True
+    spec_aug_start_update: int = 0
+    seed: int = 42
+    save_every_n: int = 0
+    keep_last_k: int = 3
+    valid_every_n: int = 0
+    valid_max_duration: float = 0.0
+    log_every_n: int = 25
+    min_duration: float = 0.3
+    max_cut_duration: float = 30.0
+    num_workers: int = 0
+    # slimIPL (used when unlabelled_cuts is given)
+    unlabelled_cuts: List[str] = field(default_factory=list)
+    slimipl_supervised_updates: int = 0
+    slimipl_cache_size: int = 1000
+    slimipl_replace_prob: float = 0.1
+    slimipl_lambda: int = 10
+    slimipl_crop_updates: int = 0
+    slimipl_crop_seconds: float = 10.0
+    slimipl_unlabelled_max_duration: float = 0.0
+
+
+def _rng_state() -> Dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: Dict) -> None:
+    random.setstate(_to_tuple(state["python"]))
+    np.random.set_state(_to_tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x):
+    """Checkpoints loaded with weights_only give lists where the RNG APIs want tuples."""
+    if isinstance(x, list):
+        return tuple(_to_tuple(v) for v in x)
+    return x
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class EpochEnd(Exception):
+    """Raised by a batch source when its labelled data is exhausted (the trainer saves epoch-N.pt)."""
+
+
+class SupervisedSource:
+    """Labelled batches epoch after epoch; ``epoch`` is the number of the epoch in progress (1-based)."""
+
+    def __init__(self, sampler, dataset: AsrDataset, num_workers: int = 0) -> None:
+        self.sampler = sampler
+        self.loader = make_dataloader(dataset, sampler, num_workers)
+        self.epoch = 1
+        self._it: Optional[Iterator] = None
+
+    def next(self, update: int) -> Tuple[Dict, None, str]:
+        if self._it is None:
+            self.sampler.set_epoch(self.epoch)
+            self._it = iter(self.loader)
+        try:
+            return next(self._it), None, "labelled"
+        except StopIteration:
+            self._it = None
+            self.epoch += 1
+            raise EpochEnd()
+
+    def state_dict(self) -> Dict:
+        return {"epoch": self.epoch, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.epoch = state["epoch"]
+        self.sampler.load_state_dict(state["sampler"])
+        self._it = None
+
+
+def load_cuts(paths: List[str]) -> CutSet:
+    cuts = [CutSet.from_file(p) for p in paths]
+    return cuts[0] if len(cuts) == 1 else CutSet.from_cuts(c for cs in cuts for c in cs)
+
+
+class Trainer:
+    """Runs updates until ``num_epochs`` or ``max_updates``; resumes from the latest checkpoint in exp_dir."""
+
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, model_config: Dict, tokenizer,
+                 languages: List[str], *, rank: int = 0, world_size: int = 1,
+                 device: Optional[torch.device] = None) -> None:
+        self.cfg = cfg
+        self.exp_dir = Path(cfg.exp_dir)
+        self.rank, self.world_size = rank, world_size
+        self.device = device or torch.device("cpu")
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.languages = languages
+        self.model = model.to(self.device)
+        self.ddp_model = self.model
+        if world_size > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, find_unused_parameters=True,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+        self.optimizer = self._make_optimizer()
+        self.scheduler = make_scheduler(cfg.scheduler, self.optimizer, cfg.warmup_updates, cfg.max_updates)
+        self.amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+        if self.amp_dtype is torch.float16 and self.device.type != "cuda":
+            raise ValueError("--dtype float16 needs CUDA; use bfloat16 on CPU")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.update = 0
+        self.num_nonfinite = 0
+        self.num_oom = 0
+        self.tb = None
+        self.source = None  # set by build_sources
+
+    # ----------------------------------------------------------------- set-up
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.optimizer == "scaled_adam":
+            from .optim import ScaledAdam
+
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            try:
+                return ScaledAdam(named, lr=self.cfg.lr)
+            except TypeError:
+                return ScaledAdam(params, lr=self.cfg.lr)
+        raise ValueError(f"unknown optimizer {self.cfg.optimizer!r} (adamw, scaled_adam)")
+
+    def build_sources(self, train_cuts: CutSet, valid_cuts: Optional[CutSet],
+                      unlabelled_cuts: Optional[CutSet] = None) -> None:
+        cfg = self.cfg
+        self.spec_augment = make_spec_augment() if cfg.spec_augment else None
+        self.train_dataset = AsrDataset(self.tokenizer, self.languages)
+        sampler = make_sampler(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets,
+                               seed=cfg.seed, world_size=self.world_size, rank=self.rank, drop_last=self.world_size > 1)
+        labelled = SupervisedSource(sampler, self.train_dataset, cfg.num_workers)
+        if unlabelled_cuts is None:
+            self.source = labelled
+        else:
+            from .slimipl_source import SlimIplSource
+
+            self.source = SlimIplSource(self, labelled, unlabelled_cuts)
+        self.valid_cuts = valid_cuts
+
+    def _spec_augment_active(self) -> bool:
+        return self.spec_augment is not None and self.update >= self.cfg.spec_aug_start_update
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> Dict:
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model_config,
+            "tokens": list(self.tokenizer.token_table),
+            "languages": list(self.languages),
+            "train_config": asdict(self.cfg),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "source": self.source.state_dict(),
+            "rng": _rng_state(),
+            "update": self.update,
+            "epoch": self.epoch,
+            "num_nonfinite": self.num_nonfinite,
+            "num_oom": self.num_oom,
+        }
+
+    @property
+    def epoch(self) -> int:
+        return self.source.epoch
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.source.load_state_dict(state["source"])
+        _set_rng_state(state["rng"])
+        self.update = int(state["update"])
+        self.num_nonfinite = int(state.get("num_nonfinite", 0))
+        self.num_oom = int(state.get("num_oom", 0))
+
+    def save(self, name: str) -> None:
+        if self.rank != 0:
+            return
+        save_checkpoint(self.exp_dir / name, self.state_dict())
+        logger.info("saved %s (update %d)", self.exp_dir / name, self.update)
+
+    def maybe_resume(self) -> bool:
+        path = latest_checkpoint(self.exp_dir)
+        if path is None:
+            return False
+        self.load_state_dict(load_checkpoint(path))
+        logger.info("resumed from %s at update %d, epoch %d", path, self.update, self.epoch)
+        return True
+
+    # ----------------------------------------------------------------- steps
+    def compute_loss(self, batch: Dict, labels: Optional[List[List[int]]] = None,
+                     model: Optional[torch.nn.Module] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """Weighted loss per utterance of a batch, and its parts for logging."""
+        cfg = self.cfg
+        model = model or self.ddp_model
+        feats = batch["features"].to(self.device)
+        lens = batch["feature_lens"].to(self.device)
+        tokens = labels if labels is not None else batch["tokens"]
+        langs = batch["languages"].to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = model(feats, lens, tokens, langs if (langs >= 0).all() else None, prune_range=cfg.prune_range)
+        scales = {"ctc": cfg.ctc_scale, "lid": cfg.lid_scale, "simple": cfg.simple_scale, "pruned": cfg.pruned_scale}
+        if cfg.simple_scale and "pruned" in out:
+            # icefall's warm-up: rely on the simple loss first, then bring in the pruned loss.
+            warm = min(1.0, self.update / max(1, cfg.warmup_updates))
+            scales["simple"] = 1.0 - warm * (1.0 - cfg.simple_scale)
+            scales["pruned"] = cfg.pruned_scale * (0.1 + 0.9 * warm)
+        n = float(feats.shape[0])
+        loss = sum(scales[k] * out[k].float() for k in LOSS_KEYS if k in out and scales[k] != 0) / n
+        parts = {k: float(out[k].detach()) / n for k in LOSS_KEYS if k in out}
+        parts["frames"] = float(out.get("num_frames", torch.tensor(0.0)))
+        return loss, parts
+
+    def train_step(self, batch: Dict, labels: Optional[List[List[int]]]) -> Optional[Dict[str, float]]:
+        """One optimiser update; returns the loss parts, or None when the batch was skipped."""
+        self.model.train()
+        if self._spec_augment_active():
+            batch = dict(batch, features=self.spec_augment(batch["features"]))
+        try:
+            loss, parts = self.compute_loss(batch, labels)
+            if not torch.isfinite(loss):
+                self.num_nonfinite += 1
+                logger.warning("update %d: non-finite loss %s, batch skipped (%d so far); cuts: %s",
+                               self.update, float(loss), self.num_nonfinite, ",".join(batch["cut_ids"][:10]))
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            self.scaler.scale(loss).backward()
+        except torch.cuda.OutOfMemoryError:
+            self.num_oom += 1
+            logger.warning("update %d: CUDA out of memory, batch skipped; cuts: %s",
+                           self.update, ",".join(batch["cut_ids"]))
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            return None
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)) \
+            if self.cfg.grad_clip > 0 else 0.0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        parts["loss"] = float(loss.detach())
+        parts["grad_norm"] = grad_norm
+        return parts
+
+    # ----------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> Optional[Dict]:
+        if self.valid_cuts is None:
+            return None
+        from ..decode.search import decode_batch
+
+        self.model.eval()
+        ds = AsrDataset(self.tokenizer, self.languages)
+        max_dur = self.cfg.valid_max_duration or self.cfg.max_duration
+        sampler = make_sampler(self.valid_cuts, max_dur, shuffle=False, num_buckets=2)
+        refs, hyps, langs, tot_loss, n = [], [], [], 0.0, 0
+        for batch in make_dataloader(ds, sampler):
+            loss, _ = self.compute_loss(batch, model=self.model)
+            tot_loss += float(loss) * len(batch["cut_ids"])
+            n += len(batch["cut_ids"])
+            hyps.extend(self.tokenizer.decode(h) for h in decode_batch(self.model, batch, self.device))
+            refs.extend(batch["texts"])
+            langs.extend(c.supervisions[0].language for c in batch["cuts"])
+        report = score(refs, hyps, langs, unit="char")
+        self.model.train()
+        result = {
+            "update": self.update, "epoch": self.epoch, "loss": tot_loss / max(1, n),
+            "cer": report.total.rate, "cer_macro": report.macro_average,
+            "per_language": {k: round(v.rate, 3) for k, v in report.per_language.items()},
+        }
+        if self.rank == 0:
+            with open(self.exp_dir / "valid.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(result) + "\n")
+            if self.tb is not None:
+                self.tb.add_scalar("valid/loss", result["loss"], self.update)
+                self.tb.add_scalar("valid/cer", result["cer"], self.update)
+        logger.info("validation at update %d: loss %.3f, CER %.2f%% (macro %.2f%%) %s", self.update,
+                    result["loss"], result["cer"], result["cer_macro"], result["per_language"])
+        return result
+
+    # ----------------------------------------------------------------- main loop
+    def run(self) -> None:
+        cfg = self.cfg
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.exp_dir / "tensorboard"))
+        resumed = self.maybe_resume()
+        if not resumed:
+            seed_everything(cfg.seed + self.rank)
+        if self._done():
+            logger.info("training already finished (update %d, epoch %d)", self.update, self.epoch)
+            return
+        t0, audio_sec, window = time.time(), 0.0, []
+        progress = _progress(cfg.max_updates, self.update, self.rank == 0)
+        while not self._done():
+            try:
+                batch, labels, kind = self.source.next(self.update)
+            except EpochEnd:
+                self.save(f"epoch-{self.epoch - 1}.pt")
+                if cfg.valid_every_n == 0:
+                    self.validate()
+                if hasattr(self.scheduler, "set_epoch"):
+                    self.scheduler.set_epoch(self.epoch)
+                continue
+            parts = self.train_step(batch, labels)
+            self.update += 1
+            progress.update(1)
+            audio_sec += float(batch["feature_lens"].sum()) * 0.01
+            if parts is not None:
+                window.append(parts)
+            if self.update % cfg.log_every_n == 0 and window:
+                self._log(window, kind, audio_sec / max(1e-6, time.time() - t0), progress)
+                window = []
+            if cfg.save_every_n and self.update % cfg.save_every_n == 0:
+                self.save(f"checkpoint-{self.update}.pt")
+                remove_old_update_checkpoints(self.exp_dir, cfg.keep_last_k)
+            if cfg.valid_every_n and self.update % cfg.valid_every_n == 0:
+                self.validate()
+        progress.close()
+        self.save(f"epoch-{self._final_epoch()}.pt")
+        if cfg.valid_every_n and self.update % cfg.valid_every_n != 0 or cfg.valid_every_n == 0:
+            self.validate()
+        logger.info("done: %d updates, %d non-finite batches skipped, %d OOM batches skipped",
+                    self.update, self.num_nonfinite, self.num_oom)
+
+    def _final_epoch(self) -> int:
+        """Epoch number of the last checkpoint: the current (maybe partial) epoch, or the last complete one."""
+        return self.epoch if self.cfg.max_updates and self.update >= self.cfg.max_updates else self.epoch - 1
+
+    def _done(self) -> bool:
+        if self.cfg.max_updates and self.update >= self.cfg.max_updates:
+            return True
+        return self.epoch > self.cfg.num_epochs
+
+    def _log(self, window: List[Dict], kind: str, rtf_x: float, progress) -> None:
+        avg = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[-1]}
+        lr = self.scheduler.get_last_lr()[0]
+        msg = ", ".join(f"{k} {v:.3f}" for k, v in avg.items() if k != "frames")
+        logger.info("epoch %d, update %d (%s): %s, lr %.2e, %.0fx real time", self.epoch, self.update, kind, msg,
+                    lr, rtf_x)
+        if self.tb is not None:
+            for k, v in avg.items():
+                self.tb.add_scalar(f"train/{k}", v, self.update)
+            self.tb.add_scalar("train/lr", lr, self.update)
+        progress.set_postfix(loss=f"{avg.get('loss', 0):.3f}", lr=f"{lr:.1e}")
+
+
+class _NullProgress:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NullProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, initial=initial, desc="train", unit="upd", mininterval=5.0,
+                dynamic_ncols=True)

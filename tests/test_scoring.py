@@ -1,0 +1,48 @@
+"""WER/CER against hand-computed values, per-language breakdown, and the errs file."""
+
+import pytest
+
+from icefall_ext.data.scoring import score, units, write_errs, write_recogs
+
+
+def test_wer_hand_computed():
+    # ref: the cat sat | hyp: the bat sat on  -> 1 substitution + 1 insertion over 3 words
+    r = score(["the cat sat"], ["the bat sat on"], unit="word")
+    assert (r.total.subs, r.total.ins, r.total.dels, r.total.ref_len) == (1, 1, 0, 3)
+    assert r.total.rate == pytest.approx(200 / 3)
+
+
+def test_cer_counts_spaces_once():
+    # chars of "ab  cd" -> a b ␣ c d (5); hyp "abcd" deletes the space
+    assert units("ab  cd", "char") == ["a", "b", " ", "c", "d"]
+    r = score(["ab  cd"], ["abcd"], unit="char")
+    assert (r.total.dels, r.total.ref_len) == (1, 5)
+    assert r.total.rate == pytest.approx(20.0)
+
+
+def test_per_language_and_macro_average():
+    refs = ["abcd", "abcd", "xy"]
+    hyps = ["abcd", "abce", ""]
+    r = score(refs, hyps, ["en", "en", "el"], unit="char")
+    assert r.per_language["en"].rate == pytest.approx(100 * 1 / 8)
+    assert r.per_language["el"].rate == pytest.approx(100.0)
+    assert r.total.rate == pytest.approx(100 * 3 / 10)
+    assert r.macro_average == pytest.approx((12.5 + 100.0) / 2)
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        score(["a"], [])
+
+
+def test_errs_and_recogs_files(tmp_path):
+    results = [("u2", "the cat sat", "the bat sat on"), ("u1", "hello", "hello")]
+    rep = score([r for _, r, _ in results], [h for _, _, h in results], ["en", "de"], unit="word")
+    write_errs(tmp_path / "errs.txt", results, rep)
+    write_recogs(tmp_path / "recogs.txt", results)
+    errs = (tmp_path / "errs.txt").read_text()
+    assert errs.startswith("%WER 50.00 [ 2 / 4, 1 ins, 0 del, 1 sub ]")
+    assert "u2:\tthe (cat->bat) sat (*->on)" in errs
+    assert "de\t1\t1\t0\t0\t0\t0.00" in errs
+    recogs = (tmp_path / "recogs.txt").read_text().splitlines()
+    assert recogs[0] == "u1:\tref=['hello']"  # sorted by id
