@@ -16,6 +16,8 @@ from icefall_ext.pseudo.slimipl import (
     SlimIplSchedule,
 )
 
+_GENERATORS = [lambda: random.Random(11), lambda: torch.Generator().manual_seed(11)]
+
 
 def _reference_kinds(warmup: int, fill: int, lambda_: int, num_updates: int):
     """Independent construction of the update pattern by concatenation."""
@@ -91,7 +93,7 @@ def test_cache_fills_before_mixing():
     assert [version for version, _, _ in run.calls[:3]] == [4, 5, 6]
 
 
-@pytest.mark.parametrize("make_gen", [lambda: random.Random(123), lambda: torch.Generator().manual_seed(123)], ids=["python", "torch"])
+@pytest.mark.parametrize("make_gen", _GENERATORS, ids=["python", "torch"])
 def test_replacement_frequency_is_binomial(make_gen):
     p, n = 0.1, 20_000
     cache = PseudoLabelCache(50, p, make_gen())
@@ -150,7 +152,7 @@ def test_cropping_flag_only_during_warmup_of_pl_generation():
     assert any(v >= schedule.mix_start and flag for v, _, flag in run.calls)  # cropping continues into mixing
 
 
-@pytest.mark.parametrize("make_gen", [lambda: random.Random(11), lambda: torch.Generator().manual_seed(11)], ids=["python", "torch"])
+@pytest.mark.parametrize("make_gen", _GENERATORS, ids=["python", "torch"])
 def test_exact_resume_through_state_dict(make_gen):
     schedule = SlimIplSchedule(warmup_updates=5, fill_updates=10, lambda_=3, crop_updates=20)
 
