@@ -56,16 +56,16 @@ def make_case(seed: int, vocab_size: int, lens: List[int], scale: float = 3.0):
     return model, encoder_out, torch.tensor(lens)
 
 
-def step_log_probs(model: TinyTransducer, frame: torch.Tensor, tokens: List[int]) -> torch.Tensor:
+def step_log_probs(model: nn.Module, frame: torch.Tensor, tokens: List[int]) -> torch.Tensor:
     """log p(. | frame, tokens) with the joiner applied to unprojected inputs (the other code path)."""
     cs, blank = model.decoder.context_size, model.decoder.blank_id
     context = ([blank] * cs + tokens)[-cs:]
     with torch.no_grad():
-        dec = model.decoder(torch.tensor([context]))[:, 0]
+        dec = model.decoder(torch.tensor([context]), need_pad=False)[:, 0]
         return model.joiner(frame.unsqueeze(0), dec, project_input=True)[0].double().log_softmax(-1)
 
 
-def reference_greedy(model: TinyTransducer, frames: torch.Tensor, max_sym_per_frame: int) -> List[int]:
+def reference_greedy(model: nn.Module, frames: torch.Tensor, max_sym_per_frame: int) -> List[int]:
     tokens: List[int] = []
     for frame in frames:
         for _ in range(max_sym_per_frame):
@@ -187,3 +187,21 @@ def test_beam_four_scores_bounded_by_brute_force():
         assert len(nbest) <= 4 and len({tuple(tokens) for tokens, _ in nbest}) == len(nbest)
         for tokens, score in nbest:
             assert math.exp(score) <= exact[tuple(tokens)] * (1 + 1e-5)
+
+
+def test_project_heads_decode_like_the_reference():
+    """The project's own Decoder/Joiner (icefall_ext.models.heads) as the consumer of these searches."""
+    from icefall_ext.models.heads import Decoder, Joiner
+
+    torch.manual_seed(11)
+    model = nn.Module()
+    model.decoder = Decoder(vocab_size=9, decoder_dim=8, context_size=2)
+    model.joiner = Joiner(encoder_dim=6, decoder_dim=8, joiner_dim=10, vocab_size=9)
+    model.eval()
+    with torch.no_grad():
+        model.joiner.output_linear.weight.mul_(4.0)
+    encoder_out, lens = torch.randn(3, 10, 6), torch.tensor([10, 7, 3])
+    refs = [reference_greedy(model, encoder_out[n, :length], 1) for n, length in enumerate(lens.tolist())]
+    assert greedy_search_batch(model, encoder_out, lens) == refs
+    assert modified_beam_search(model, encoder_out, lens, beam=1) == refs
+    assert sum(map(len, refs)) > 0

@@ -2,19 +2,17 @@
 
 The model is anything with ``.decoder`` (attributes ``blank_id``, ``context_size``; ``decoder(y, need_pad=False)``
 maps (N, context_size) int64 to (N, 1, decoder_dim)) and ``.joiner`` (``encoder_proj``, ``decoder_proj`` and
-``joiner(enc, dec, project_input=False)`` on already projected inputs). The encoder output is projected once;
-every decoder output once per new context. Decoding starts from a context of blanks, as sherpa-onnx does.
+``joiner(enc, dec, project_input=False)`` on already projected inputs). The encoder output is projected once,
+decoder outputs as contexts change. Decoding starts from a context of blanks, as sherpa-onnx does (and as
+icefall's ``need_pad`` training does).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 def _logaddexp(a: float, b: float) -> float:
