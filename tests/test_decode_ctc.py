@@ -164,6 +164,56 @@ def test_wide_fused_search_maximises_the_fused_objective(char_lm, alpha, beta):
             assert hyp.score == pytest.approx(fused_score(utt, hyp.tokens, char_lm, alpha, beta), abs=1e-6)
 
 
+def reference_fused_beam(log_probs, beam, lm, alpha, beta):
+    """Textbook prefix beam search whose ranking rescores every prefix's closed words from its text."""
+    NEG = -math.inf
+
+    def closed_words(prefix):
+        text = "".join(CHAR_TABLE[k] for k in prefix).replace("▁", " ")
+        return [w for w in text.split(" ")[:-1] if w]
+
+    def rank(prefix, am):
+        words = closed_words(prefix)
+        return am + alpha * lm.sentence_logprob(words, eos=False) + beta * len(words)
+
+    beams = {(): (0.0, NEG)}
+    for frame in log_probs.double().tolist():
+        nxt = defaultdict(lambda: [NEG, NEG])
+        for prefix, (pb, pnb) in beams.items():
+            total = float(torch.logaddexp(torch.tensor(pb), torch.tensor(pnb)))
+            nxt[prefix][0] = float(torch.logaddexp(torch.tensor(nxt[prefix][0]), torch.tensor(total + frame[0])))
+            for k in range(1, len(frame)):
+                if prefix and prefix[-1] == k:
+                    nxt[prefix][1] = float(torch.logaddexp(torch.tensor(nxt[prefix][1]), torch.tensor(pnb + frame[k])))
+                    source = pb
+                else:
+                    source = total
+                ext = nxt[prefix + (k,)]
+                ext[1] = float(torch.logaddexp(torch.tensor(ext[1]), torch.tensor(source + frame[k])))
+        scored = {p: float(torch.logaddexp(torch.tensor(v[0]), torch.tensor(v[1]))) for p, v in nxt.items()}
+        kept = sorted((p for p in scored if scored[p] > NEG), key=lambda p: rank(p, scored[p]), reverse=True)[:beam]
+        beams = {p: tuple(nxt[p]) for p in kept}
+    return set(beams)
+
+
+def test_narrow_fused_beam_matches_textbook_reference(char_lm):
+    """With pruning active, the incremental LM bookkeeping ranks prefixes exactly like rescoring their text."""
+    for seed in range(4):
+        log_probs = random_log_probs(10 + seed, [12], len(CHAR_TABLE), scale=2.0)
+        nbest = ctc_prefix_beam_search_nbest(
+            log_probs,
+            torch.tensor([12]),
+            beam=3,
+            lm=char_lm,
+            token_table=CHAR_TABLE,
+            alpha=1.5,
+            beta=0.5,
+            prune_topk=len(CHAR_TABLE),
+            token_min_logprob=-math.inf,
+        )[0]
+        assert {tuple(h.tokens) for h in nbest} == reference_fused_beam(log_probs[0], 3, char_lm, 1.5, 0.5)
+
+
 def test_lm_changes_the_decision_when_acoustics_are_ambiguous(char_lm):
     # frames spelling "ab" then a space then an ambiguous word "?a" where the acoustics slightly prefer "aa",
     # a word the LM never saw; "ba" is in the LM's text.

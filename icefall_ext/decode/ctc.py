@@ -8,6 +8,7 @@ is scored at the end.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -110,6 +111,10 @@ class _WordFusion:
     def bonus(self, ctx: _WordContext) -> float:
         return self.alpha * ctx.lm_logprob + self.beta * ctx.num_words
 
+    def closing_bonus(self, ctx: _WordContext) -> float:
+        """The bonus once the open word (if any) is closed by a token that starts a new word."""
+        return self.bonus(self._close_word(ctx))
+
 
 def _frame_candidates(
     log_probs: torch.Tensor, blank_id: int, prune_topk: int, token_min_logprob: float
@@ -135,25 +140,24 @@ def _prefix_beam_search_one(
     """Prefix beam search over one utterance's (T, V) log-probs; returns the final beam, best first."""
     lp = log_probs.double().cpu()
     candidates = _frame_candidates(lp, blank_id, prune_topk, token_min_logprob)
-    lp_rows = lp.tolist()
-    contexts: Dict[Tuple[int, ...], _WordContext] = {}
-    if fusion is not None:
-        contexts[()] = fusion.initial()
     # prefix -> [log p(prefix, path ends in blank), log p(prefix, path ends in its last token)]
     beams: Dict[Tuple[int, ...], List[float]] = {(): [0.0, _NEG_INF]}
-
-    def rank(item: Tuple[Tuple[int, ...], List[float]]) -> float:
-        prefix, (p_blank, p_token) = item
-        am = _logaddexp(p_blank, p_token)
-        return am + fusion.bonus(contexts[prefix]) if fusion is not None else am
-
-    for frame, frame_tokens in zip(lp_rows, candidates):
+    # For the prefixes in the beam: their word context and fusion bonus (alpha * LM + beta * words). An extension
+    # has its parent's bonus unless its token starts a word and so closes the parent's open word; its context is
+    # built only if it survives pruning.
+    contexts: Dict[Tuple[int, ...], _WordContext] = {(): fusion.initial()} if fusion is not None else {}
+    bonuses: Dict[Tuple[int, ...], float] = {(): 0.0}
+    for frame, frame_tokens in zip(lp.tolist(), candidates):
         blank_lp = frame[blank_id]
         next_beams: Dict[Tuple[int, ...], List[float]] = {}
+        next_bonuses: Dict[Tuple[int, ...], float] = {}
         for prefix, (p_blank, p_token) in beams.items():
             p_total = _logaddexp(p_blank, p_token)
             entry = next_beams.setdefault(prefix, [_NEG_INF, _NEG_INF])
             entry[0] = _logaddexp(entry[0], p_total + blank_lp)
+            bonus = next_bonuses[prefix] = bonuses[prefix]
+            if fusion is not None:
+                closing_bonus = fusion.closing_bonus(contexts[prefix])
             last = prefix[-1] if prefix else None
             for token in frame_tokens:
                 token_lp = frame[token]
@@ -167,11 +171,18 @@ def _prefix_beam_search_one(
                 extended = prefix + (token,)
                 new_entry = next_beams.setdefault(extended, [_NEG_INF, _NEG_INF])
                 new_entry[1] = _logaddexp(new_entry[1], source + token_lp)
-                if fusion is not None and extended not in contexts:
-                    contexts[extended] = fusion.extend(contexts[prefix], token)
-        beams = dict(sorted(next_beams.items(), key=rank, reverse=True)[:beam])
+                if extended not in next_bonuses:
+                    starts_word = fusion is not None and fusion.starts_word[token]
+                    next_bonuses[extended] = closing_bonus if starts_word else bonus
+        beams = dict(
+            heapq.nlargest(beam, next_beams.items(), key=lambda kv: _logaddexp(*kv[1]) + next_bonuses[kv[0]])
+        )
+        bonuses = {prefix: next_bonuses[prefix] for prefix in beams}
         if fusion is not None:
-            contexts = {prefix: contexts[prefix] for prefix in beams}
+            contexts = {
+                prefix: contexts[prefix] if prefix in contexts else fusion.extend(contexts[prefix[:-1]], prefix[-1])
+                for prefix in beams
+            }
 
     hyps = []
     for prefix, (p_blank, p_token) in beams.items():
