@@ -1,0 +1,242 @@
+"""Heads, AsrModel losses and config/preset assembly, checked against hand-computed references
+(torch CTC, brute-force RNN-T lattices, manual pooling) and a small overfitting run."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from icefall_ext.bin import model_info
+from icefall_ext.models import (
+    AsrModel,
+    Conformer,
+    Decoder,
+    Joiner,
+    LidHead,
+    build_model,
+    list_presets,
+    model_config_from_preset,
+)
+
+FEATURES = 20
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """These models are tiny: one intra-op thread is as fast and immune to a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(vocab_size: int = 8, **overrides) -> AsrModel:
+    torch.manual_seed(0)
+    config = model_config_from_preset(
+        "conformer-tiny", vocab_size, feature_dim=FEATURES, encoder_kwargs={"dropout": 0.0}, **overrides
+    )
+    return build_model(config)
+
+
+def ctc_greedy(log_probs: torch.Tensor, length: int, blank: int = 0) -> list[int]:
+    out, prev = [], blank
+    for token in log_probs[:length].argmax(-1).tolist():
+        if token != prev and token != blank:
+            out.append(token)
+        prev = token
+    return out
+
+
+def rnnt_nll(log_probs: torch.Tensor, labels: list[int], blank: int = 0) -> float:
+    """-log P(labels) over the full (T, U+1) RNN-T lattice; log_probs (T, U+1, V)."""
+    num_frames, num_labels = log_probs.size(0), len(labels)
+    lp = log_probs.detach().double()
+    alpha = [[-math.inf] * (num_labels + 1) for _ in range(num_frames)]
+    alpha[0][0] = 0.0
+    for t in range(num_frames):
+        for u in range(num_labels + 1):
+            terms = []
+            if t > 0:
+                terms.append(alpha[t - 1][u] + float(lp[t - 1, u, blank]))
+            if u > 0:
+                terms.append(alpha[t][u - 1] + float(lp[t, u - 1, labels[u - 1]]))
+            if terms:
+                alpha[t][u] = float(torch.logsumexp(torch.tensor(terms, dtype=torch.float64), 0))
+    return -(alpha[num_frames - 1][num_labels] + float(lp[num_frames - 1, num_labels, blank]))
+
+
+@pytest.mark.parametrize("context_size", [1, 3])
+def test_decoder_need_pad_semantics(context_size):
+    torch.manual_seed(0)
+    decoder = Decoder(vocab_size=9, decoder_dim=6, blank_id=0, context_size=context_size)
+    assert (decoder.vocab_size, decoder.decoder_dim, decoder.blank_id, decoder.context_size) == (9, 6, 0, context_size)
+    y = torch.randint(1, 9, (2, 5))
+    full = decoder(y)
+    assert full.shape == (2, 5, 6)
+    padded = F.pad(y, (context_size - 1, 0), value=0)
+    weight = decoder.conv.weight[:, 0] if decoder.conv is not None else torch.ones(6, 1)
+    for u in range(5):
+        window = padded[:, u : u + context_size]
+        step = decoder(window, need_pad=False)
+        assert step.shape == (2, 1, 6)
+        torch.testing.assert_close(step[:, 0], full[:, u])
+        # by hand: per-channel weighted sum of the window's embeddings (blank embeds to zero)
+        emb = decoder.embedding.weight[window] * (window != 0).unsqueeze(-1)
+        expected = torch.relu((emb * weight.t().unsqueeze(0)).sum(dim=1))
+        torch.testing.assert_close(full[:, u], expected)
+    with pytest.raises(ValueError):
+        decoder(torch.zeros(2, context_size + 1, dtype=torch.int64), need_pad=False)
+
+
+def test_joiner_project_input_equivalence():
+    torch.manual_seed(0)
+    joiner = Joiner(encoder_dim=5, decoder_dim=4, joiner_dim=6, vocab_size=7)
+    enc, dec = torch.randn(2, 3, 1, 5), torch.randn(2, 1, 4, 4)
+    logits = joiner(enc, dec)
+    assert logits.shape == (2, 3, 4, 7)
+    projected = joiner(joiner.encoder_proj(enc), joiner.decoder_proj(dec), project_input=False)
+    torch.testing.assert_close(projected, logits)
+    by_hand = (
+        torch.tanh(enc @ joiner.encoder_proj.weight.t() + joiner.encoder_proj.bias
+                   + dec @ joiner.decoder_proj.weight.t() + joiner.decoder_proj.bias)
+        @ joiner.output_linear.weight.t() + joiner.output_linear.bias
+    )
+    torch.testing.assert_close(logits, by_hand)
+
+
+def test_lid_pooling_ignores_padding():
+    torch.manual_seed(0)
+    head = LidHead(encoder_dim=4, num_languages=3)
+    enc = torch.randn(2, 6, 4)
+    lens = torch.tensor([6, 3])
+    logits = head(enc, lens)
+    garbage = enc.clone()
+    garbage[1, 3:] = 1e3
+    torch.testing.assert_close(head(garbage, lens), logits)
+    for i, n in enumerate(lens.tolist()):
+        torch.testing.assert_close(logits[i], head.output(enc[i, :n].mean(0)))
+
+
+def test_ctc_and_lid_losses_match_torch_by_hand():
+    torch.manual_seed(0)
+    config = model_config_from_preset("conformer-tiny", 8, num_languages=3, feature_dim=FEATURES)
+    model = build_model(config).eval()
+    assert model.lid is not None and model.decoder is None and model.simple_am_proj is None
+    x, x_lens = torch.randn(3, 70, FEATURES), torch.tensor([70, 55, 40])
+    y = [[1, 2, 3, 2], [7, 7], [4, 5, 6]]
+    lang = torch.tensor([2, 0, 1])
+    losses = model(x, x_lens, y, lang)
+    assert set(losses) == {"ctc", "lid", "num_frames"}
+
+    enc, enc_lens = model.forward_encoder(x, x_lens)
+    log_probs = model.ctc_log_probs(enc)
+    assert log_probs.shape == (3, enc.size(1), 8)
+    targets = torch.zeros(3, 4, dtype=torch.int64)
+    for i, seq in enumerate(y):
+        targets[i, : len(seq)] = torch.tensor(seq)
+    expected_ctc = F.ctc_loss(log_probs.transpose(0, 1), targets, enc_lens, torch.tensor([4, 2, 3]),
+                              blank=0, reduction="sum", zero_infinity=True)
+    torch.testing.assert_close(losses["ctc"], expected_ctc)
+    logits = model.lid_logits(enc, enc_lens)
+    expected_lid = -sum(logits[i].log_softmax(-1)[lang[i]] for i in range(3))
+    torch.testing.assert_close(losses["lid"], expected_lid)
+    assert losses["num_frames"].dtype == torch.float32
+    assert losses["num_frames"].item() == enc_lens.sum().item() == 16 + 13 + 9
+
+
+def test_transducer_losses_match_brute_force_lattices():
+    torch.manual_seed(0)
+    config = model_config_from_preset("conformer-tiny", 7, feature_dim=FEATURES, use_ctc=False,
+                                      use_transducer=True, decoder_dim=12, joiner_dim=10)
+    model = build_model(config).eval()
+    assert model.ctc is None and model.lid is None
+    x, x_lens = torch.randn(2, 60, FEATURES), torch.tensor([60, 43])
+    y = [[1, 2, 3], [4, 6]]
+    # prune_range larger than every label sequence keeps the whole lattice, and zero
+    # smoothing scales make the simple loss the plain "trivial joiner" RNN-T loss
+    losses = model(x, x_lens, y, prune_range=8, am_scale=0.0, lm_scale=0.0)
+    assert set(losses) == {"simple", "pruned", "num_frames"}
+
+    enc, enc_lens = model.forward_encoder(x, x_lens)
+    expected_simple = expected_pruned = 0.0
+    for i, labels in enumerate(y):
+        frames = enc[i, : enc_lens[i]]
+        dec = model.decoder(torch.tensor([[0] + labels]))[0]  # (U + 1, decoder_dim)
+        full_logits = model.joiner(frames.unsqueeze(1), dec.unsqueeze(0))
+        expected_pruned += rnnt_nll(full_logits.log_softmax(-1), labels)
+        simple_logits = model.simple_am_proj(frames).unsqueeze(1) + model.simple_lm_proj(dec).unsqueeze(0)
+        expected_simple += rnnt_nll(simple_logits.log_softmax(-1), labels)
+    assert losses["pruned"].item() == pytest.approx(expected_pruned, rel=1e-4)
+    assert losses["simple"].item() == pytest.approx(expected_simple, rel=1e-4)
+
+    default = model(x, x_lens, y)  # icefall defaults: prune_range=5, lm_scale=0.25
+    total = 0.5 * default["simple"] + default["pruned"]
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.encoder.encoder_embed.out.weight.grad.abs().sum() > 0
+    assert model.decoder.embedding.weight.grad.abs().sum() > 0
+
+
+def test_tiny_model_overfits_one_batch():
+    model = tiny_model(vocab_size=12)
+    x, x_lens = torch.randn(3, 90, FEATURES), torch.tensor([90, 80, 70])
+    y = [[3, 5, 7, 2, 9], [1, 4, 4, 6], [11, 8, 10, 2, 3, 1]]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = model(x, x_lens, y)["ctc"]
+        first = loss.item() if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1 * first
+    model.eval()
+    with torch.no_grad():
+        enc, enc_lens = model.forward_encoder(x, x_lens)
+        log_probs = model.ctc_log_probs(enc)
+    assert [ctc_greedy(log_probs[i], int(enc_lens[i])) for i in range(3)] == y
+
+
+def test_build_model_round_trips_json_config():
+    config = model_config_from_preset("conformer-tiny", 10, num_languages=2, feature_dim=FEATURES,
+                                      use_transducer=True, encoder_kwargs={"causal": True, "chunk_size": 4})
+    restored = json.loads(json.dumps(config))
+    assert restored == config
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    twin = build_model(restored).eval()
+    assert isinstance(twin.encoder, Conformer) and twin.encoder.causal and twin.encoder.chunk_size == 4
+    twin.load_state_dict(model.state_dict())
+    x, x_lens = torch.randn(2, 40, FEATURES), torch.tensor([40, 31])
+    torch.testing.assert_close(twin.forward_encoder(x, x_lens)[0], model.forward_encoder(x, x_lens)[0])
+
+
+def test_presets_and_overrides():
+    names = list_presets()
+    assert names == [f"{e}-{s}" for e in ("conformer", "zipformer") for s in ("tiny", "mini", "medium")]
+    mini = model_config_from_preset("conformer-mini", 500)
+    assert mini["encoder_kwargs"]["d_model"] == 192 and mini["use_ctc"] and not mini["use_transducer"]
+    assert mini["feature_dim"] == 80 and mini["num_languages"] == 0
+    merged = model_config_from_preset("conformer-mini", 500, encoder_kwargs={"num_layers": 3}, use_transducer=True)
+    assert merged["encoder_kwargs"]["num_layers"] == 3 and merged["encoder_kwargs"]["d_model"] == 192
+    assert merged["use_transducer"] and model_config_from_preset("conformer-mini", 500) == mini
+    with pytest.raises(ValueError):
+        model_config_from_preset("conformer-huge", 500)
+    with pytest.raises(ValueError):
+        model_config_from_preset("conformer-tiny", 500, decoder_size=3)
+    with pytest.raises(ValueError):
+        build_model({"encoder": "conformer"})
+
+
+def test_model_info_counts_parameters(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["model_info", "--preset", "conformer-tiny", "--vocab-size", "50"])
+    model_info.main()
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conformer-tiny")][0]
+    _, heads, total, encoder, head_params = [cell.strip() for cell in row.strip("|").split("|")]
+    model = build_model(model_config_from_preset("conformer-tiny", 50))
+    assert heads == "ctc"
+    assert total == f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
+    assert encoder == f"{sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f}M"
+    assert head_params == f"{sum(p.numel() for p in model.ctc.parameters()) / 1e6:.2f}M"
