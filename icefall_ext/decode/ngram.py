@@ -109,11 +109,8 @@ def _interpolated_kneser_ney(
                     by_context[()].append((word, 0))
         for context, followers in by_context.items():
             total = sum(count for _, count in followers)
-            kept_mass = 0.0
-            for _, count in followers:
-                if count > 0:
-                    kept_mass += discounts[min(count, 3) - 1]
-            gamma = kept_mass / total
+            # the probability mass taken off the seen followers goes to the lower order
+            gamma = sum(discounts[min(count, 3) - 1] for _, count in followers if count > 0) / total
             if n > 1:
                 backoffs[n - 1][context] = gamma
             for word, count in followers:
