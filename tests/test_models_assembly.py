@@ -179,6 +179,22 @@ def test_transducer_losses_match_brute_force_lattices():
     assert model.decoder.embedding.weight.grad.abs().sum() > 0
 
 
+def test_mixed_precision_losses_stay_close_to_float32():
+    torch.manual_seed(0)
+    config = model_config_from_preset("conformer-tiny", 12, num_languages=2, feature_dim=FEATURES,
+                                      use_transducer=True, encoder_kwargs={"causal": True, "chunk_size": 4})
+    model = build_model(config).eval()
+    x, x_lens = torch.randn(2, 70, FEATURES), torch.tensor([70, 52])
+    y, lang = [[3, 5, 7], [1, 4]], torch.tensor([0, 1])
+    reference = model(x, x_lens, y, lang)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(x, x_lens, y, lang)
+    for key in ("ctc", "lid", "simple", "pruned"):
+        assert mixed[key].dtype == torch.float32
+        assert mixed[key].item() == pytest.approx(reference[key].item(), rel=0.05)
+    sum(mixed[key] for key in ("ctc", "lid", "simple", "pruned")).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
 def test_tiny_model_overfits_one_batch():
     model = tiny_model(vocab_size=12)
     x, x_lens = torch.randn(3, 90, FEATURES), torch.tensor([90, 80, 70])
@@ -240,3 +256,21 @@ def test_model_info_counts_parameters(capsys, monkeypatch):
     assert total == f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
     assert encoder == f"{sum(p.numel() for p in model.encoder.parameters()) / 1e6:.2f}M"
     assert head_params == f"{sum(p.numel() for p in model.ctc.parameters()) / 1e6:.2f}M"
+
+
+def test_zipformer_preset_builds_a_model_with_the_encoder_contract():
+    from icefall_ext.models.zipformer import PRESETS, Zipformer
+
+    config = model_config_from_preset("zipformer-tiny", 10, num_languages=2, feature_dim=FEATURES)
+    expected_kwargs = {k: v for k, v in PRESETS["tiny"].items() if k != "feature_dim"}
+    assert config["encoder_kwargs"] == expected_kwargs
+    torch.manual_seed(0)
+    model = build_model(json.loads(json.dumps(config))).eval()
+    assert isinstance(model.encoder, Zipformer)
+    assert (model.encoder.feature_dim, model.encoder.subsampling_factor) == (FEATURES, 4)
+    x, x_lens = torch.randn(2, 64, FEATURES), torch.tensor([64, 41])
+    losses = model(x, x_lens, [[1, 2], [3]], torch.tensor([0, 1]))
+    enc, enc_lens = model.forward_encoder(x, x_lens)
+    assert enc.shape == (2, int(enc_lens.max()), model.encoder.output_dim)
+    assert losses["num_frames"].item() == enc_lens.sum().item()
+    assert torch.isfinite(losses["ctc"]) and torch.isfinite(losses["lid"])

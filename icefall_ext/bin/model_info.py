@@ -4,7 +4,6 @@ Example: python -m icefall_ext.bin.model_info --preset conformer-mini --vocab-si
 """
 
 import argparse
-import logging
 from typing import Optional
 
 from torch import nn
@@ -59,13 +58,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = get_parser().parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rows = []
-    for name in args.preset or list_presets():
-        try:
-            rows.append(preset_row(name, args.vocab_size, args.num_languages, args.feature_dim))
-        except ImportError as error:
-            logging.warning("skipping %s: %s", name, error)
+    names = args.preset or list_presets()
+    rows = [preset_row(name, args.vocab_size, args.num_languages, args.feature_dim) for name in names]
     print(format_table(rows))
 
 

@@ -135,10 +135,12 @@ class AsrModel(nn.Module):
         boundary[:, 2] = y_lens
         boundary[:, 3] = encoder_out_lens
 
+        lm = self.simple_lm_proj(decoder_out)
+        am = self.simple_am_proj(encoder_out)
         with torch.autocast(device_type=device.type, enabled=False):
             simple_loss, (px_grad, py_grad) = rnnt_loss_smoothed(
-                lm=self.simple_lm_proj(decoder_out).float(),
-                am=self.simple_am_proj(encoder_out).float(),
+                lm=lm.float(),
+                am=am.float(),
                 symbols=y_padded,
                 termination_symbol=self.blank_id,
                 lm_only_scale=lm_scale,

@@ -18,6 +18,12 @@ restricted to chunks of ``chunk_size`` frames plus ``left_context`` frames of hi
 The subsampling keeps no state: each call takes ``4 * c + pad_length`` feature frames and the
 next call starts ``4 * c`` frames later (windows overlap by ``pad_length`` = 3 frames), exactly
 sherpa-onnx's ``T`` / ``decode_chunk_len`` protocol (see :meth:`Conformer.streaming_window`).
+
+Mapping to sherpa-onnx's streaming conformer (online-conformer-transducer-model.cc): its encoder
+inputs (x, cached_attn, cached_conv, processed_frames) are (window, attn_cache, conv_cache,
+processed_frames // 4) here, since it counts processed feature frames; its metadata is
+num_encoder_layers = num_layers, encoder_dim = output_dim, cnn_module_kernel, left_context,
+(T, decode_chunk_len) = streaming_window(chunk_size) and pad_length = 3.
 """
 
 import math

@@ -70,9 +70,11 @@ def model_config_from_preset(
     encoder, _, size = name.partition("-")
     if encoder not in ENCODERS or size not in SIZES:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(list_presets())}")
+    encoder_kwargs = copy.deepcopy(_encoder_presets(encoder)[size])
+    encoder_kwargs.pop("feature_dim", None)  # the top-level "feature_dim" is the one that counts
     config: dict[str, Any] = {
         "encoder": encoder,
-        "encoder_kwargs": copy.deepcopy(_encoder_presets(encoder)[size]),
+        "encoder_kwargs": encoder_kwargs,
         "feature_dim": feature_dim,
         "vocab_size": vocab_size,
         "num_languages": num_languages,
@@ -96,7 +98,10 @@ def build_encoder(config: dict[str, Any]) -> nn.Module:
         from icefall_ext.models.zipformer import Zipformer as encoder_cls
     else:
         raise ValueError(f"unknown encoder {config['encoder']!r}; known: {', '.join(ENCODERS)}")
-    return encoder_cls(feature_dim=config["feature_dim"], **config["encoder_kwargs"])
+    kwargs = dict(config["encoder_kwargs"])
+    if kwargs.setdefault("feature_dim", config["feature_dim"]) != config["feature_dim"]:
+        raise ValueError(f"encoder_kwargs feature_dim={kwargs['feature_dim']} != feature_dim={config['feature_dim']}")
+    return encoder_cls(**kwargs)
 
 
 def build_model(config: dict[str, Any]) -> AsrModel:
