@@ -23,6 +23,7 @@ from icefall_ext.losses import (
     rnnt_loss_simple,
     rnnt_loss_smoothed,
 )
+from icefall_ext.losses.rnnt import _logsumexp_last_dim
 
 BLANK = 0
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -480,8 +481,9 @@ def test_pruned_loss_is_the_restricted_lattice_and_not_below_full(rnnt_type):
         batch["lm"], batch["am"], symbols, BLANK, boundary=boundary, rnnt_type=rnnt_type,
         return_grad=True)
     ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, 3)
-    _, lm_pruned = do_rnnt_pruning(batch["am"], torch.arange(7.0).view(1, 7, 1).expand(4, 7, 1), ranges)
-    assert torch.equal(lm_pruned.squeeze(-1).long(), ranges)
+    row_ids = torch.arange(7.0).view(1, 7, 1).expand(4, 7, 1)
+    _, pruned_row_ids = do_rnnt_pruning(batch["am"], row_ids, ranges)
+    assert torch.equal(pruned_row_ids.squeeze(-1).long(), ranges)
     pruned_logits = logits.gather(2, ranges.unsqueeze(-1).expand(-1, -1, -1, logits.shape[3]))
     kw = dict(boundary=boundary, rnnt_type=rnnt_type, reduction="none")
     pruned = rnnt_loss_pruned(pruned_logits, symbols, ranges, BLANK, **kw)
@@ -534,6 +536,12 @@ def test_losses_under_autocast_match_float32():
     torch.testing.assert_close(got, ref, rtol=0.02, atol=0.5)
     got.sum().backward()
     assert am.grad.dtype == torch.bfloat16 and torch.isfinite(am.grad.float()).all()
+
+
+def test_chunked_normalizer_matches_logsumexp():
+    x = torch.randn(3, 4, 5, 7, generator=torch.Generator().manual_seed(22)) * 30
+    for chunk in (1, 7, 20, 10**6):
+        torch.testing.assert_close(_logsumexp_last_dim(x, chunk_elements=chunk), x.logsumexp(-1))
 
 
 def test_invalid_arguments_raise():

@@ -62,10 +62,17 @@ pick, for each frame, a window of ``s_range`` consecutive symbol positions
 and ``rnnt_loss_pruned`` computes the RNN-T loss restricted to that sub-lattice
 (arcs outside the windows are ``-inf``), so it is never below the full loss.
 
+Implementation
+--------------
 The recursion runs one anti-diagonal (``s + t = const``; for the modified
-topology one frame) per step, vectorised over batch and symbols, and its
-backward pass uses occupation probabilities from a forward-backward
-computation instead of autograd through the loop.
+topology one frame) per step, vectorised over batch and symbols, on inputs
+re-laid out so that each diagonal is contiguous.  Its backward pass uses the
+occupation probabilities ``exp(alpha + arc + beta - total)`` of a
+forward-backward computation instead of autograd through the loop.  Joiner
+logits are turned into per-node symbol/blank log-probs by one autograd
+function whose backward writes a single logits-sized gradient
+(``onehot - softmax``), and the log-softmax normaliser is computed in slices,
+so the full and pruned losses hold about two logits-sized tensors at their peak.
 """
 
 import logging
@@ -142,6 +149,11 @@ def _corner_groups(
     }
 
 
+def _per_diagonal_views(scores: Tensor) -> Tuple[Tuple[Tensor, ...], ...]:
+    """Per-diagonal views of node scores (D+1, B, S+1): all rows, rows 0..S-1, rows 1..S."""
+    return scores.unbind(0), scores[:, :, :-1].unbind(0), scores[:, :, 1:].unbind(0)
+
+
 def _valid_arc_masks(
     boundary: Tensor, S: int, T: int, T1: int, regular: bool
 ) -> Tuple[Tensor, Tensor]:
@@ -199,18 +211,22 @@ def _mutual_information(
     start_diag_t = torch.tensor(start_diags, device=device)
     end_diag_t = torch.tensor(end_diags, device=device)
 
+    y_arcs = Y.unbind(0)
+    x_arcs = X[:, :, :S].unbind(0)  # row S has no symbol arc
+    emitted = px.new_empty(B, S)
+
     # forward scores alpha[d, b, s] = p[b, s, t(d, s)]
     alpha = px.new_full((D + 1, B, N), NEG_INF)
     alpha[start_diag_t, batch, start_rows] = 0.0
     late_starts = _corner_groups(start_diags, [s for s, _ in begins], device)
+    nodes, low_rows, high_rows = _per_diagonal_views(alpha)
     for d in range(d_lo + 1, d_hi + 1):
-        prev, cur = alpha[d - 1], alpha[d]
-        torch.add(prev, Y[d - 1], out=cur)
-        emitted = prev[:, :-1] + X[d - 1, :, :-1]
-        torch.logaddexp(cur[:, 1:], emitted, out=cur[:, 1:])
+        torch.add(nodes[d - 1], y_arcs[d - 1], out=nodes[d])
+        torch.add(low_rows[d - 1], x_arcs[d - 1], out=emitted)
+        torch.logaddexp(high_rows[d], emitted, out=high_rows[d])
         if d in late_starts:
             b_idx, s_idx = late_starts[d]
-            cur[b_idx, s_idx] = 0.0
+            nodes[d][b_idx, s_idx] = 0.0
     total = alpha[end_diag_t, batch, end_rows]
     if not with_grads:
         return total, None
@@ -221,14 +237,14 @@ def _mutual_information(
     beta = px.new_full((D + 1, B, N), NEG_INF)
     beta[end_diag_t, batch, end_rows] = 0.0
     early_ends = _corner_groups(end_diags, [s for s, _ in ends], device)
+    nodes, low_rows, high_rows = _per_diagonal_views(beta)
     for d in range(d_hi - 1, d_lo - 1, -1):
-        nxt, cur = beta[d + 1], beta[d]
-        torch.add(nxt, Y[d], out=cur)
-        emitted = nxt[:, 1:] + X[d, :, :-1]
-        torch.logaddexp(cur[:, :-1], emitted, out=cur[:, :-1])
+        torch.add(nodes[d + 1], y_arcs[d], out=nodes[d])
+        torch.add(high_rows[d + 1], x_arcs[d], out=emitted)
+        torch.logaddexp(low_rows[d], emitted, out=low_rows[d])
         if d in early_ends:
             b_idx, s_idx = early_ends[d]
-            cur[b_idx, s_idx] = 0.0
+            nodes[d][b_idx, s_idx] = 0.0
 
     # occupation probability of an arc: exp(alpha(src) + arc + beta(dst) - total)
     norm = torch.where(torch.isfinite(total), total, torch.zeros_like(total))
@@ -497,6 +513,45 @@ def get_rnnt_logprobs_smoothed(
         return _finish_logprobs(px, py, rnnt_type, boundary)
 
 
+def _logsumexp_last_dim(x: Tensor, chunk_elements: int = 1 << 22) -> Tensor:
+    """``x.logsumexp(-1)`` in slices of rows, so that its logits-sized temporary
+    (``x - max``) stays at ``chunk_elements``."""
+    if not x.is_contiguous() or x.numel() <= chunk_elements:
+        return x.logsumexp(dim=-1)
+    rows = x.view(-1, x.shape[-1])
+    step = max(1, chunk_elements // x.shape[-1])
+    out = torch.cat([chunk.logsumexp(dim=-1) for chunk in rows.split(step)])
+    return out.view(x.shape[:-1])
+
+
+class _NodeLogProbs(torch.autograd.Function):
+    """Symbol and blank log-probs of every lattice node from its logits.
+
+    ``logits`` (..., C), ``symbol_ids`` (...) -> ``(log_softmax(logits)[..., symbol_ids],
+    log_softmax(logits)[..., blank])``.  Same as log_softmax + two gathers under
+    autograd, but the backward writes one logits-sized tensor instead of four.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, symbol_ids: Tensor, blank: int):
+        normalizers = _logsumexp_last_dim(logits)
+        symbol_logprobs = logits.gather(-1, symbol_ids.unsqueeze(-1)).squeeze(-1) - normalizers
+        blank_logprobs = logits[..., blank] - normalizers
+        ctx.save_for_backward(logits, normalizers, symbol_ids)
+        ctx.blank = blank
+        return symbol_logprobs, blank_logprobs
+
+    @staticmethod
+    def backward(ctx, symbol_grad: Tensor, blank_grad: Tensor):
+        logits, normalizers, symbol_ids = ctx.saved_tensors
+        # d/dlogits log_softmax(logits)[k] = onehot(k) - softmax(logits)
+        grad = (logits - normalizers.unsqueeze(-1)).exp_()
+        grad.mul_(-(symbol_grad + blank_grad).unsqueeze(-1))
+        grad.scatter_add_(-1, symbol_ids.unsqueeze(-1), symbol_grad.unsqueeze(-1))
+        grad[..., ctx.blank] += blank_grad
+        return grad, None, None
+
+
 def get_rnnt_logprobs_joint(
     logits: Tensor,
     symbols: Tensor,
@@ -514,12 +569,14 @@ def get_rnnt_logprobs_joint(
         raise ValueError(f"symbols must have shape ({B}, {S}), got {tuple(symbols.shape)}")
     _check_lengths(S, T, rnnt_type, boundary)
     with _no_autocast(logits.device):
-        logits = _upcast(logits)
-        normalizers = logits.logsumexp(dim=3)  # (B, T, S+1)
-        index = symbols.view(B, 1, S, 1).expand(B, T, S, 1)
-        px = logits[:, :, :S].gather(3, index).squeeze(3) - normalizers[:, :, :S]
-        py = logits[:, :, :, termination_symbol] - normalizers
-        return _finish_logprobs(px.transpose(1, 2), py.transpose(1, 2), rnnt_type, boundary)
+        # the symbol of row s is symbols[s]; row S emits none (any id, discarded)
+        row_symbols = torch.cat((symbols, symbols.new_full((B, 1), termination_symbol)), dim=1)
+        px, py = _NodeLogProbs.apply(
+            _upcast(logits), row_symbols.unsqueeze(1).expand(B, T, S1), termination_symbol
+        )  # (B, T, S+1) each
+        return _finish_logprobs(
+            px[:, :, :S].transpose(1, 2), py.transpose(1, 2), rnnt_type, boundary
+        )
 
 
 def get_rnnt_logprobs_pruned(
@@ -544,14 +601,11 @@ def get_rnnt_logprobs_pruned(
     S = symbols.shape[1]
     _check_lengths(S, T, rnnt_type, boundary)
     with _no_autocast(logits.device):
-        logits = _upcast(logits)
-        normalizers = logits.logsumexp(dim=3)  # (B, T, s_range)
-        # symbol emitted from row s; row S has none, any id works (it is discarded)
-        padded = torch.cat((symbols, symbols.new_full((B, 1), termination_symbol)), dim=1)
-        kept_symbols = padded.gather(1, ranges.reshape(B, T * s_range)).view(B, T, s_range, 1)
-        px_kept = logits.gather(3, kept_symbols).squeeze(3) - normalizers
-        py_kept = logits[..., termination_symbol] - normalizers
-        lattice = logits.new_full((B, T, S + 1), NEG_INF)
+        row_symbols = torch.cat((symbols, symbols.new_full((B, 1), termination_symbol)), dim=1)
+        kept_symbols = row_symbols.gather(1, ranges.reshape(B, T * s_range)).view(B, T, s_range)
+        px_kept, py_kept = _NodeLogProbs.apply(_upcast(logits), kept_symbols, termination_symbol)
+        # back to the full lattice: -inf on the nodes that were pruned away
+        lattice = px_kept.new_full((B, T, S + 1), NEG_INF)
         px = lattice.scatter(2, ranges, px_kept)[:, :, :S]
         py = lattice.scatter(2, ranges, py_kept)
         return _finish_logprobs(px.transpose(1, 2), py.transpose(1, 2), rnnt_type, boundary)
@@ -806,7 +860,8 @@ def do_rnnt_pruning(am: Tensor, lm: Tensor, ranges: Tensor) -> Tuple[Tensor, Ten
         raise ValueError(f"shapes do not match: am={tuple(am.shape)} lm={tuple(lm.shape)} "
                          f"ranges={tuple(ranges.shape)}")
     am_pruned = am.unsqueeze(2).expand(B, T, s_range, am.shape[2])
-    dim = lm.shape[2]
-    index = ranges.reshape(B, T * s_range, 1).expand(B, T * s_range, dim)
-    lm_pruned = lm.gather(1, index).view(B, T, s_range, dim)
-    return am_pruned, lm_pruned
+    S1, dim = lm.shape[1], lm.shape[2]
+    # whole-row copies (index_select) are faster than an element-wise gather
+    rows = ranges + S1 * torch.arange(B, device=ranges.device).view(B, 1, 1)
+    lm_pruned = lm.reshape(B * S1, dim).index_select(0, rows.reshape(-1))
+    return am_pruned, lm_pruned.view(B, T, s_range, dim)
