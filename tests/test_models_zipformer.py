@@ -219,3 +219,74 @@ def test_tiny_zipformer_with_ctc_head_overfits():
     with torch.no_grad():
         final = loss_fn().item()
     assert final < 0.2 * losses[0], (losses[0], final)
+
+
+def test_causal_training_step_with_random_chunks():
+    torch.manual_seed(6)
+    model = Zipformer(
+        **PRESETS["tiny"], causal=True, chunk_size=[8, 16, -1], left_context_frames=[16, -1]
+    )
+    model.train()
+    x, lens = torch.randn(2, 50, 80), torch.tensor([50, 41])
+    for step in range(3):
+        out, out_lens = model(x, lens)
+        out.pow(2).mean().backward()
+        assert out_lens.tolist() == [_expected_out_len(50), _expected_out_len(41)]
+    assert model.batch_count.item() == 3
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_exports_to_onnx_offline_and_streaming():
+    import io
+
+    import onnxruntime as ort
+
+    class StreamingWrapper(torch.nn.Module):
+        """What an exporter wraps: x_lens is implied by the fixed chunk window."""
+
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, x, states):
+            x_lens = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+            out, _, new_states = self.encoder.streaming_forward(x, x_lens, states)
+            return out, new_states
+
+    model = _tiny(causal=True, chunk_size=[8], left_context_frames=[16])
+    wrapper = StreamingWrapper(model).eval()
+    states = model.init_states(1)
+    names = [f"state{i}" for i in range(len(states))]
+    buf = io.BytesIO()
+    torch.onnx.export(
+        wrapper, (torch.randn(1, 29, 80), states), buf, dynamo=False, opset_version=13,
+        input_names=["x"] + names, output_names=["out"] + [f"new_{n}" for n in names],
+    )
+    wrapper.eval()  # the exporter restores the wrapper's (training) mode recursively
+    session = ort.InferenceSession(buf.getvalue())
+    torch.manual_seed(7)
+    onnx_states = [s.numpy() for s in states]
+    for _ in range(2):
+        x = torch.randn(1, 29, 80)
+        with torch.no_grad():
+            ref, states = wrapper(x, states)
+        got = session.run(None, {"x": x.numpy(), **dict(zip(names, onnx_states))})
+        onnx_states = got[1:]
+        torch.testing.assert_close(torch.from_numpy(got[0]), ref, atol=1e-4, rtol=1e-4)
+
+    offline = _tiny()
+    buf = io.BytesIO()
+    torch.onnx.export(
+        offline, (torch.randn(2, 100, 80), torch.tensor([100, 80])), buf, dynamo=False,
+        opset_version=13, input_names=["x", "x_lens"], output_names=["out", "out_lens"],
+        dynamic_axes={"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "out": {0: "N", 1: "T"}, "out_lens": {0: "N"}},
+    )
+    offline.eval()
+    session = ort.InferenceSession(buf.getvalue())
+    x, lens = torch.randn(3, 77, 80), torch.tensor([77, 60, 41])
+    with torch.no_grad():
+        ref, ref_lens = offline(x, lens)
+    got, got_lens = session.run(None, {"x": x.numpy(), "x_lens": lens.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), ref, atol=1e-4, rtol=1e-4)
+    assert got_lens.tolist() == ref_lens.tolist()
