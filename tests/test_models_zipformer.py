@@ -110,7 +110,9 @@ def test_streaming_matches_chunked_causal_forward():
 def test_streaming_states_follow_sherpa_onnx_layout():
     # shapes as sherpa-onnx's OnlineZipformer2TransducerModel::GetEncoderInitStates builds them
     # sherpa-onnx allocates 128 channels for the embedding cache: the default embed_channels
-    model = _tiny(causal=True, chunk_size=[8], left_context_frames=[16], embed_channels=[8, 32, 128])
+    model = _tiny(
+        causal=True, chunk_size=[8], left_context_frames=[16], embed_channels=[8, 32, 128]
+    )
     meta = model.streaming_metadata(decode_chunk_len=16)
     dims = [int(v) for v in meta["encoder_dims"].split(",")]
     layers = [int(v) for v in meta["num_encoder_layers"].split(",")]
@@ -155,12 +157,12 @@ def test_causal_model_ignores_future_chunks():
     assert not torch.allclose(a[:, -4:], b[:, -4:])
 
 
-def _transducer_heads(vocab: int = 500, decoder_dim: int = 512, joiner_dim: int = 512, encoder_dim: int = 512) -> int:
+def _transducer_heads(vocab=500, decoder_dim=512, joiner_dim=512, encoder_dim=512) -> int:
     """Parameters of icefall's stateless transducer heads (context 2) with pruned-RNN-T
     projections: decoder embedding + grouped conv, joiner projections and output,
     simple_am_proj and simple_lm_proj."""
     decoder = vocab * decoder_dim + decoder_dim * 4 * 2
-    joiner = (encoder_dim + 1) * joiner_dim + (decoder_dim + 1) * joiner_dim + (joiner_dim + 1) * vocab
+    joiner = (encoder_dim + decoder_dim + 2) * joiner_dim + (joiner_dim + 1) * vocab
     simple = (encoder_dim + 1) * vocab + (decoder_dim + 1) * vocab
     return decoder + joiner + simple
 
@@ -280,7 +282,9 @@ def test_exports_to_onnx_offline_and_streaming():
     torch.onnx.export(
         offline, (torch.randn(2, 100, 80), torch.tensor([100, 80])), buf, dynamo=False,
         opset_version=13, input_names=["x", "x_lens"], output_names=["out", "out_lens"],
-        dynamic_axes={"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "out": {0: "N", 1: "T"}, "out_lens": {0: "N"}},
+        dynamic_axes={
+            "x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "out": {0: "N", 1: "T"}, "out_lens": {0: "N"}
+        },
     )
     offline.eval()
     session = ort.InferenceSession(buf.getvalue())

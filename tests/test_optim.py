@@ -120,6 +120,20 @@ def test_non_finite_gradient_is_skipped():
     assert torch.isfinite(p).all()
 
 
+def test_parameters_without_gradient_are_not_changed():
+    frozen = torch.nn.Parameter(torch.randn(4, 4))
+    trained = torch.nn.Parameter(torch.randn(4, 4))
+    before = frozen.detach().clone()
+    opt = ScaledAdam([frozen, trained], lr=0.05)
+    for step in range(6):
+        trained.grad = torch.randn(4, 4)
+        frozen.grad = torch.randn(4, 4) if step < 2 else None
+        opt.step()
+        if step == 1:
+            before = frozen.detach().clone()
+    assert torch.equal(frozen.detach(), before)
+
+
 class _Net(torch.nn.Module):
     def __init__(self):
         super().__init__()

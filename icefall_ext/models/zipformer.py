@@ -12,7 +12,6 @@ layer (cached_key, cached_nonlin_attn, cached_val1, cached_val2, cached_conv1,
 cached_conv2), then the embedding's cached left pad and processed_lens.
 """
 
-import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -36,8 +35,6 @@ from icefall_ext.models.zipformer_modules import (
     sequence_dropout,
     upsample,
 )
-
-logger = logging.getLogger(__name__)
 
 IntOrList = Union[int, Sequence[int]]
 
@@ -258,7 +255,8 @@ class Zipformer(nn.Module):
     causal=True makes attention and convolutions chunk-causal: in training the
     chunk size and left context are drawn from `chunk_size` and
     `left_context_frames` (embedding frames at 50 Hz; -1 means full), in
-    evaluation and streaming their first entries are used.
+    evaluation and streaming their first entries are used.  Chunked evaluation
+    equals streaming when left_context_frames[0] is a multiple of chunk_size[0].
     dropout: a constant rate, or None for the schedule 0.3 -> 0.1 over 20k batches.
     The encoder counts its own training batches (buffer `batch_count`) to drive
     the scheduled regularisers, so resuming from a state_dict resumes them too.
@@ -308,6 +306,9 @@ class Zipformer(nn.Module):
         self.left_context_frames = [int(c) for c in left_context_frames]
         if not causal and self.chunk_size != [-1]:
             raise ValueError("chunk_size other than [-1] needs causal=True")
+        for c in self.chunk_size:
+            if c > 0 and any(c % d for d in ds):
+                raise ValueError(f"chunk size {c} is not a multiple of every downsampling {ds}")
 
         self.clock = TrainingClock()
         self.register_buffer("batch_count", torch.zeros(()))
@@ -357,9 +358,6 @@ class Zipformer(nn.Module):
             chunk, left = self.chunk_size[0], self.left_context_frames[0]
         if chunk <= 0:
             return -1, -1
-        for d in self.downsampling_factor:
-            if chunk % d != 0:
-                raise ValueError(f"chunk size {chunk} is not a multiple of downsampling {d}")
         return chunk, (-1 if left < 0 else max(left // chunk, 1))
 
     def _combine_outputs(self, outputs: List[Tensor]) -> Tensor:
@@ -386,7 +384,9 @@ class Zipformer(nn.Module):
             if states is not None:
                 stack_states = states[6 * offset : 6 * (offset + stack.num_layers)]
                 offset += stack.num_layers
-            x, stack_new = stack(x, lens, chunk_size, left_context_chunks, stack_states, processed_lens)
+            x, stack_new = stack(
+                x, lens, chunk_size, left_context_chunks, stack_states, processed_lens
+            )
             outputs.append(x)
             new_states.extend(stack_new)
         out, out_lens = self.downsample_output(self._combine_outputs(outputs), lens)
@@ -416,7 +416,9 @@ class Zipformer(nn.Module):
             )
         return [left // d for d in self.downsampling_factor]
 
-    def init_states(self, batch_size: int = 1, device: Optional[torch.device] = None) -> List[Tensor]:
+    def init_states(
+        self, batch_size: int = 1, device: Optional[torch.device] = None
+    ) -> List[Tensor]:
         """Zero streaming states in sherpa-onnx zipformer2 order and shapes.
 
         Per layer: cached_key (L_i, N, num_heads*query_head_dim), cached_nonlin_attn

@@ -131,7 +131,8 @@ class ScaledAdam(Optimizer):
                     g = g * factor
                 self._update(group, p, g, state)
                 for q, new in zip(params, p.unbind(0)):
-                    q.copy_(new)
+                    if q.grad is not None:  # parameters without a gradient stay as they are
+                        q.copy_(new)
         return loss
 
     @staticmethod
