@@ -101,7 +101,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..models.presets import build_model, model_config_from_preset
     from ..train.checkpoint import load_checkpoint
     from ..train.init import transfer_weights
-    from ..train.trainer import Trainer, load_cuts
+    from ..train.trainer import Trainer, load_cuts, seed_everything
+
+    seed_everything(cfg.seed)  # before the model is built: initial weights depend on it
 
     for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts:
         if not Path(path).is_file():

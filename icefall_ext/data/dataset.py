@@ -4,6 +4,7 @@ precomputed features, lhotse's SpecAugment, and optional noise mixing (lhotse Cu
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -101,21 +102,24 @@ def make_sampler(
     drop_last: bool = False,
 ) -> DynamicBucketingSampler:
     """Duration-bucketed batches of at most ``max_duration`` seconds of audio (resumable via state_dict)."""
+    cuts = cuts.to_eager()
+    warnings.filterwarnings("ignore", message="You are using DynamicBucketingSampler with an eagerly read CutSet")
     return DynamicBucketingSampler(
         cuts,
         max_duration=max_duration,
         shuffle=shuffle,
-        num_buckets=num_buckets,
+        num_buckets=max(2, min(num_buckets, len(cuts) // 3)),  # lhotse needs >= 2; keep buckets non-trivial
         seed=seed,
         world_size=world_size,
         rank=rank,
         drop_last=drop_last,
-        num_cuts_for_bins_estimate=min(10000, max(1, len(cuts)) if hasattr(cuts, "__len__") else 10000),
     )
 
 
 def make_dataloader(dataset: AsrDataset, sampler, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """DataLoader over sampler batches. It gets its own RNG: creating an iterator must not draw from the global
+    torch RNG, or a resumed run (which creates one more iterator) would diverge from an uninterrupted one."""
     return torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0),
     )

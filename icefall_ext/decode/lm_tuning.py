@@ -9,6 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 import kaldialign
 import torch
 
+from icefall_ext.data.scoring import units
 from icefall_ext.decode.ctc import ctc_prefix_beam_search, tokens_to_text
 from icefall_ext.decode.ngram import NgramLm
 
@@ -17,9 +18,7 @@ logger = logging.getLogger(__name__)
 
 def _units(text: str, metric: str) -> List[str]:
     """Words for WER; characters (spaces included, runs of whitespace as one) for CER."""
-    if metric == "wer":
-        return text.split()
-    return list(" ".join(text.split()))
+    return units(text, "word" if metric == "wer" else "char")
 
 
 def grid_search_alpha_beta(

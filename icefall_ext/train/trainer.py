@@ -86,7 +86,7 @@ class TrainConfig:
 def _rng_state() -> Dict:
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -94,10 +94,17 @@ def _rng_state() -> Dict:
 
 def _set_rng_state(state: Dict) -> None:
     random.setstate(_to_tuple(state["python"]))
-    np.random.set_state(_to_tuple(state["numpy"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> list:
+    """numpy's RNG state with its key array as a tensor, so checkpoints load with weights_only=True."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
 
 
 def _to_tuple(x):
@@ -125,15 +132,23 @@ class SupervisedSource:
         self.loader = make_dataloader(dataset, sampler, num_workers)
         self.epoch = 1
         self._it: Optional[Iterator] = None
+        self._fresh = False
 
     def next(self, update: int) -> Tuple[Dict, None, str]:
         if self._it is None:
             self.sampler.set_epoch(self.epoch)
             self._it = iter(self.loader)
+            self._fresh = True
         try:
-            return next(self._it), None, "labelled"
+            batch = next(self._it)
+            self._fresh = False
+            return batch, None, "labelled"
         except StopIteration:
             self._it = None
+            if self._fresh and self.sampler.diagnostics.current_epoch_stats.kept_batches == 0:
+                raise RuntimeError(
+                    f"epoch {self.epoch} has no batches for rank {self.sampler.rank}: too few cuts for "
+                    f"--max-duration and the world size (drop_last drops uneven batches across ranks)")
             self.epoch += 1
             raise EpochEnd()
 
@@ -379,7 +394,7 @@ class Trainer:
             except EpochEnd:
                 self.save(f"epoch-{self.epoch - 1}.pt")
                 if cfg.valid_every_n == 0:
-                    self.validate()
+                    self.validate()  # without --valid-every-n, validate once per epoch
                 if hasattr(self.scheduler, "set_epoch"):
                     self.scheduler.set_epoch(self.epoch)
                 continue
@@ -398,20 +413,19 @@ class Trainer:
             if cfg.valid_every_n and self.update % cfg.valid_every_n == 0:
                 self.validate()
         progress.close()
-        self.save(f"epoch-{self._final_epoch()}.pt")
-        if cfg.valid_every_n and self.update % cfg.valid_every_n != 0 or cfg.valid_every_n == 0:
-            self.validate()
+        if self.cfg.max_updates and self.update >= self.cfg.max_updates:
+            # stopped inside an epoch: its checkpoint holds the partial epoch
+            self.save(f"epoch-{self.epoch}.pt")
+            if cfg.valid_every_n == 0 or self.update % cfg.valid_every_n != 0:
+                self.validate()
         logger.info("done: %d updates, %d non-finite batches skipped, %d OOM batches skipped",
                     self.update, self.num_nonfinite, self.num_oom)
 
-    def _final_epoch(self) -> int:
-        """Epoch number of the last checkpoint: the current (maybe partial) epoch, or the last complete one."""
-        return self.epoch if self.cfg.max_updates and self.update >= self.cfg.max_updates else self.epoch - 1
-
     def _done(self) -> bool:
+        """Stop after --num-epochs epochs or --max-updates updates, whichever comes first (0 = no limit)."""
         if self.cfg.max_updates and self.update >= self.cfg.max_updates:
             return True
-        return self.epoch > self.cfg.num_epochs
+        return bool(self.cfg.num_epochs) and self.epoch > self.cfg.num_epochs
 
     def _log(self, window: List[Dict], kind: str, rtf_x: float, progress) -> None:
         avg = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[-1]}

@@ -1,0 +1,191 @@
+"""Decode test sets with a trained model and score them (per-language CER/WER).
+
+    python -m icefall_ext.bin.decode --exp-dir exp/base --lang-dir data/lang_char --epoch 10 --avg 3 \\
+        --cuts dev=data/fbank/cv-en_cuts_dev.jsonl.gz test=data/fbank/cv-en_cuts_test.jsonl.gz \\
+        --method ctc-greedy ctc-beam --lm data/lm/4gram.arpa --alpha 0.5 --beta 1.0
+
+For each test set and method it writes ``recogs-<set>-<method><tag>.txt``, ``errs-<set>-<method><tag>.txt``
+(aligned errors and the per-language table), ``summary-<set>-<method><tag>.json``, and appends one line to
+``<out-dir>/results.tsv``. Utterances longer than --chunk-seconds are decoded in overlapping crops whose outputs
+are stitched back together (long-form audio such as VoxPopuli's ~30 s segments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+from ..common import die, setup_logging, str2bool
+
+logger = logging.getLogger("icefall_ext.decode")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    from ..decode.search import METHODS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--lang-dir", type=Path, required=True)
+    p.add_argument("--epoch", type=int, default=None, help="last epoch to average (default: the newest)")
+    p.add_argument("--avg", type=int, default=1, help="number of epoch checkpoints to average")
+    p.add_argument("--checkpoint", type=Path, default=None, help="decode this checkpoint instead of --epoch/--avg")
+    p.add_argument("--cuts", nargs="+", required=True, help="NAME=PATH or PATH (name = file stem)")
+    p.add_argument("--method", nargs="+", default=["auto"], choices=METHODS)
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--lm", type=Path, default=None, help="ARPA word n-gram for ctc-beam shallow fusion")
+    p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
+    p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    p.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
+    p.add_argument("--chunk-seconds", type=float, default=0.0, help="crop utterances longer than this (0: never)")
+    p.add_argument("--chunk-overlap-seconds", type=float, default=2.0)
+    p.add_argument("--max-duration", type=float, default=300.0, help="seconds of audio per batch")
+    p.add_argument("--metric", choices=["auto", "cer", "wer"], default="auto",
+                   help="unit of errs files: auto = cer for character tables, wer for BPE")
+    p.add_argument("--out-dir", type=Path, default=None, help="default: <exp-dir>/decode")
+    p.add_argument("--tag", default="", help="suffix of the output file names")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--threads", type=int, default=0)
+    return p
+
+
+def parse_cut_args(items: List[str]) -> List[Tuple[str, Path]]:
+    out = []
+    for item in items:
+        name, _, path = item.partition("=") if "=" in item else ("", "", item)
+        path = Path(path)
+        out.append((name or path.name.replace(".jsonl.gz", ""), path))
+    return out
+
+
+def iterate_batches(cuts, tokenizer, max_duration: float) -> Iterator[Dict]:
+    from ..data.dataset import AsrDataset, make_dataloader, make_sampler
+
+    sampler = make_sampler(cuts, max_duration, shuffle=False, num_buckets=2)
+    yield from make_dataloader(AsrDataset(tokenizer), sampler)
+
+
+def encode_batch(model, batch: Dict, device: torch.device, chunk_frames: int, overlap_frames: int,
+                 amp_dtype: Optional[torch.dtype] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output of a batch; crop-and-stitch when the longest utterance exceeds ``chunk_frames``."""
+    from ..decode.chunked import chunked_log_probs
+
+    feats = batch["features"].to(device)
+    lens = batch["feature_lens"].to(device)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        if chunk_frames and int(lens.max()) > chunk_frames:
+            sf = model.encoder.subsampling_factor
+            return chunked_log_probs(lambda x, xl: model.forward_encoder(x, xl), feats, lens,
+                                     chunk_frames=chunk_frames - chunk_frames % sf,
+                                     overlap_frames=overlap_frames - overlap_frames % sf, subsampling_factor=sf)
+        return model.forward_encoder(feats, lens)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    out_dir = args.out_dir or args.exp_dir / "decode"
+    setup_logging(out_dir / "log", "log-decode")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from lhotse import CutSet
+    from tqdm import tqdm
+
+    from ..data.dataset import cut_language
+    from ..data.scoring import score, write_errs, write_recogs
+    from ..data.tokenizer import BpeTokenizer, load_tokenizer
+    from ..decode.search import decode_encoder_output, resolve_method
+    from ..train.checkpoint import load_averaged_model
+
+    sets = parse_cut_args(args.cuts)
+    for _, path in sets:
+        if not path.is_file():
+            die(f"missing cut manifest {path}")
+    try:
+        tokenizer = load_tokenizer(args.lang_dir)
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                              ("cpu" if args.device == "auto" else args.device))
+        model, config, paths = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint, device)
+    except (FileNotFoundError, ValueError) as e:
+        die(str(e))
+    if config["vocab_size"] != tokenizer.vocab_size:
+        die(f"{args.lang_dir}/tokens.txt has {tokenizer.vocab_size} tokens but the model was trained with "
+            f"{config['vocab_size']}")
+    alpha, beta = args.alpha, args.beta
+    if args.tuned_lm:
+        tuned = json.loads(args.tuned_lm.read_text())
+        alpha, beta = tuned["alpha"], tuned["beta"]
+    lm = None
+    if args.lm is not None:
+        from ..decode.ngram import NgramLm
+
+        if not args.lm.is_file():
+            die(f"missing LM {args.lm}")
+        lm = NgramLm.from_arpa(args.lm)
+    try:
+        methods = [resolve_method(model, m) for m in args.method]
+    except ValueError as e:
+        die(str(e))
+    metric = args.metric if args.metric != "auto" else ("wer" if isinstance(tokenizer, BpeTokenizer) else "cer")
+    amp = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    chunk = int(args.chunk_seconds * 100)
+    overlap = int(args.chunk_overlap_seconds * 100)
+    ckpt_desc = ",".join(p.name for p in paths)
+
+    for name, path in sets:
+        cuts = CutSet.from_file(path).to_eager()
+        results: Dict[str, List[Tuple[str, str, str]]] = {m: [] for m in methods}
+        langs: Dict[str, Optional[str]] = {c.id: cut_language(c) for c in cuts}
+        t0, audio = time.time(), sum(c.duration for c in cuts)
+        with torch.no_grad():
+            for batch in tqdm(iterate_batches(cuts, None, args.max_duration), desc=f"decode {name}",
+                              mininterval=5.0):
+                enc, enc_lens = encode_batch(model, batch, device, chunk, overlap, amp)
+                for m in methods:
+                    hyps = decode_encoder_output(model, enc.float(), enc_lens, m, beam=args.beam,
+                                                 lm=lm if m == "ctc-beam" else None, alpha=alpha, beta=beta,
+                                                 token_table=tokenizer.token_table)
+                    for cid, ref, h in zip(batch["cut_ids"], batch["texts"], hyps):
+                        results[m].append((cid, ref, tokenizer.decode(h)))
+        elapsed = time.time() - t0
+        for m in methods:
+            suffix = f"{name}-{m}{'-lm' if (m == 'ctc-beam' and lm) else ''}{args.tag}"
+            res = results[m]
+            refs, hyps = [r for _, r, _ in res], [h for _, _, h in res]
+            lang_list = [langs[c] for c, _, _ in res]
+            cer = score(refs, hyps, lang_list, unit="char")
+            wer = score(refs, hyps, lang_list, unit="word")
+            write_recogs(out_dir / f"recogs-{suffix}.txt", res)
+            write_errs(out_dir / f"errs-{suffix}.txt", res, cer if metric == "cer" else wer,
+                       unit="char" if metric == "cer" else "word")
+            summary = {
+                "exp_dir": str(args.exp_dir), "checkpoints": ckpt_desc, "set": name, "method": m,
+                "lm": str(args.lm) if (lm and m == "ctc-beam") else None,
+                "alpha": alpha if (lm and m == "ctc-beam") else None,
+                "beta": beta if (lm and m == "ctc-beam") else None,
+                "num_utts": len(res), "hours": audio / 3600, "rtf": elapsed / max(audio, 1e-9),
+                "cer": cer.total.rate, "wer": wer.total.rate, "cer_macro": cer.macro_average,
+                "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
+                "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
+            }
+            (out_dir / f"summary-{suffix}.json").write_text(json.dumps(summary, indent=2))
+            table = out_dir / "results.tsv"
+            new = not table.exists()
+            with open(table, "a", encoding="utf-8") as f:
+                if new:
+                    f.write("exp_dir\tcheckpoints\tset\tmethod\tlm\tnum_utts\tCER\tWER\tCER_macro\n")
+                f.write(f"{args.exp_dir}\t{ckpt_desc}\t{name}\t{m}\t{summary['lm'] or '-'}\t{len(res)}\t"
+                        f"{cer.total.rate:.2f}\t{wer.total.rate:.2f}\t{cer.macro_average:.2f}\n")
+            per_lang = " ".join(f"{k}:{v.rate:.1f}" for k, v in cer.per_language.items())
+            logger.info("%s %s: CER %.2f%% WER %.2f%% (%d utts; per-language CER %s)", name, m, cer.total.rate,
+                        wer.total.rate, len(res), per_lang)
+            print(f"{name}\t{m}\tCER {cer.total.rate:.2f}\tWER {wer.total.rate:.2f}\t{per_lang}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""slimIPL as a batch source of the trainer (the mechanisms live in :mod:`icefall_ext.pseudo.slimipl`).
+
+The cache holds *cut ids* plus pseudo-labels, not feature tensors: batches are re-collated from feature storage
+when used, so a cache of 1000 batches costs kilobytes and is saved whole in every checkpoint (exact resume).
+Pseudo-labels come from the current model in eval mode with greedy CTC (or transducer greedy) decoding and no LM;
+during the cropping warm-up the audio is labelled in crops whose log-probs are stitched back together
+(:mod:`icefall_ext.decode.chunked`), while training always uses the whole utterance.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+from lhotse import CutSet
+
+from ..data.dataset import AsrDataset, make_sampler
+from ..pseudo.slimipl import PseudoLabelCache, SlimIpl, SlimIplSchedule
+
+logger = logging.getLogger(__name__)
+
+
+class CutIdStream:
+    """Endless batches of cut ids from a bucketing sampler, epoch after epoch, with resumable position."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+        self.epoch = 1
+        self._it: Optional[Iterator] = None
+
+    def __iter__(self) -> "CutIdStream":
+        return self
+
+    def __next__(self) -> List[str]:
+        for _ in range(2):
+            if self._it is None:
+                self.sampler.set_epoch(self.epoch)
+                self._it = iter(self.sampler)
+            try:
+                return [c.id for c in next(self._it)]
+            except StopIteration:
+                self._it = None
+                self.epoch += 1
+        raise RuntimeError("the unlabelled sampler yields no batches (is --slimipl-unlabelled-max-duration too small?)")
+
+    def state_dict(self) -> Dict:
+        return {"epoch": self.epoch, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.epoch = state["epoch"]
+        self.sampler.load_state_dict(state["sampler"])
+        self._it = None
+
+
+class _LabelledBatches:
+    """The trainer's labelled source as an endless iterator (epoch ends are not checkpoints in slimIPL)."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Dict:
+        from .trainer import EpochEnd
+
+        for _ in range(2):
+            try:
+                return self.source.next(0)[0]
+            except EpochEnd:
+                continue
+        raise RuntimeError("the labelled sampler yields no batches")
+
+
+class SlimIplSource:
+    """Trainer batch source: labelled batches and cached pseudo-labelled batches as slimIPL schedules them."""
+
+    def __init__(self, trainer, labelled, unlabelled_cuts: CutSet) -> None:
+        cfg = trainer.cfg
+        self.trainer = trainer
+        self.labelled = labelled
+        self.unlabelled_cuts = unlabelled_cuts.to_eager()
+        self._by_id = {c.id: c for c in self.unlabelled_cuts}
+        self.dataset = AsrDataset(None, trainer.languages)
+        sampler = make_sampler(self.unlabelled_cuts, cfg.slimipl_unlabelled_max_duration or cfg.max_duration,
+                               shuffle=True, num_buckets=cfg.num_buckets, seed=cfg.seed + 1,
+                               world_size=trainer.world_size, rank=trainer.rank)
+        self.ids = CutIdStream(sampler)
+        gen = random.Random(cfg.seed + 2)
+        cache = PseudoLabelCache(cfg.slimipl_cache_size, cfg.slimipl_replace_prob, gen)
+        schedule = SlimIplSchedule(warmup_updates=cfg.slimipl_supervised_updates,
+                                   fill_updates=cfg.slimipl_cache_size, lambda_=cfg.slimipl_lambda,
+                                   crop_updates=cfg.slimipl_crop_updates)
+        self.slimipl = SlimIpl(schedule, cache, self.label, _LabelledBatches(labelled), self.ids)
+        self.num_empty_labels = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.labelled.epoch
+
+    def collate(self, cut_ids: List[str]) -> Dict:
+        return self.dataset[CutSet.from_cuts(self._by_id[i] for i in cut_ids)]
+
+    @torch.no_grad()
+    def label(self, cut_ids: List[str], crop: bool) -> List[List[int]]:
+        """Greedy pseudo-labels of a batch from the current model (eval mode, no LM), in ``cut_ids`` order."""
+        from ..decode.chunked import chunked_log_probs
+        from ..decode.search import decode_ctc_log_probs, decode_encoder_output
+
+        trainer = self.trainer
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        batch = self.collate(cut_ids)
+        feats = batch["features"].to(trainer.device)
+        lens = batch["feature_lens"].to(trainer.device)
+        with torch.autocast(trainer.device.type, dtype=trainer.amp_dtype, enabled=trainer.amp_dtype is not None):
+            if crop and model.ctc is not None:
+                def forward(x, x_lens):
+                    enc, enc_lens = model.forward_encoder(x, x_lens)
+                    return model.ctc_log_probs(enc).float(), enc_lens
+
+                chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100))
+                log_probs, out_lens = chunked_log_probs(forward, feats, lens, chunk_frames=chunk,
+                                                        overlap_frames=min(200, chunk // 4),
+                                                        subsampling_factor=model.encoder.subsampling_factor)
+                hyps = decode_ctc_log_probs(log_probs, out_lens, "ctc-greedy")
+            else:
+                enc, enc_lens = model.forward_encoder(feats, lens)
+                hyps = decode_encoder_output(model, enc, enc_lens, "auto")
+        model.train(was_training)
+        order = {cid: i for i, cid in enumerate(batch["cut_ids"])}
+        labels = [hyps[order[cid]] for cid in cut_ids]
+        self.num_empty_labels += sum(1 for h in labels if not h)
+        return labels
+
+    def next(self, update: int) -> Tuple[Dict, Optional[List[List[int]]], str]:
+        """The batch for ``update``; an empty pseudo-label stays a valid (all-blank) CTC target."""
+        item, labels, kind = self.slimipl.next_batch(update)
+        if labels is None:
+            return item, None, kind
+        batch = self.collate(item)
+        by_id = dict(zip(item, labels))
+        return batch, [by_id[cid] for cid in batch["cut_ids"]], kind
+
+    def state_dict(self) -> Dict:
+        return {"epoch": self.epoch, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.epoch = state["epoch"]
+        self.sampler.load_state_dict(state["sampler"])
+        self._it = None
+
+
+class _LabelledBatches:
+    """The trainer's labelled source as an endless iterator (epoch ends are not checkpoints in slimIPL)."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Dict:
+        from .trainer import EpochEnd
+
+        for _ in range(2):
+            try:
+                return self.source.next(0)[0]
+            except EpochEnd:
+                continue
+        raise RuntimeError("the labelled sampler yields no batches")
+
+
+class SlimIplSource:
+    """Trainer batch source: labelled batches and cached pseudo-labelled batches as slimIPL schedules them."""
+
+    def __init__(self, trainer, labelled, unlabelled_cuts: CutSet) -> None:
+        cfg = trainer.cfg
+        self.trainer = trainer
+        self.labelled = labelled
+        self.unlabelled_cuts = unlabelled_cuts.to_eager()
+        self._by_id = {c.id: c for c in self.unlabelled_cuts}
+        self.dataset = AsrDataset(None, trainer.languages)
+        sampler = make_sampler(self.unlabelled_cuts, cfg.slimipl_unlabelled_max_duration or cfg.max_duration,
+                               shuffle=True, num_buckets=cfg.num_buckets, seed=cfg.seed + 1,
+                               world_size=trainer.world_size, rank=trainer.rank)
+        self.ids = CutIdStream(sampler)
+        gen = random.Random(cfg.seed + 2)
+        cache = PseudoLabelCache(cfg.slimipl_cache_size, cfg.slimipl_replace_prob, gen)
+        schedule = SlimIplSchedule(warmup_updates=cfg.slimipl_supervised_updates,
+                                   fill_updates=cfg.slimipl_cache_size, lambda_=cfg.slimipl_lambda,
+                                   crop_updates=cfg.slimipl_crop_updates)
+        self.slimipl = SlimIpl(schedule, cache, self.label, _LabelledBatches(labelled), self.ids)
+        self.num_empty_labels = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.labelled.epoch
+
+    def collate(self, cut_ids: List[str]) -> Dict:
+        return self.dataset[CutSet.from_cuts(self._by_id[i] for i in cut_ids)]
+
+    @torch.no_grad()
+    def label(self, cut_ids: List[str], crop: bool) -> List[List[int]]:
+        """Greedy pseudo-labels of a batch from the current model (eval mode, no LM), in ``cut_ids`` order."""
+        from ..decode.chunked import chunked_log_probs
+        from ..decode.search import decode_ctc_log_probs, decode_encoder_output
+
+        trainer = self.trainer
+        model = trainer.model
+        was_training = model.training
+        model.eval()
+        batch = self.collate(cut_ids)
+        feats = batch["features"].to(trainer.device)
+        lens = batch["feature_lens"].to(trainer.device)
+        with torch.autocast(trainer.device.type, dtype=trainer.amp_dtype, enabled=trainer.amp_dtype is not None):
+            if crop and model.ctc is not None:
+                def forward(x, x_lens):
+                    enc, enc_lens = model.forward_encoder(x, x_lens)
+                    return model.ctc_log_probs(enc).float(), enc_lens
+
+                chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100))
+                log_probs, out_lens = chunked_log_probs(forward, feats, lens, chunk_frames=chunk,
+                                                        overlap_frames=min(200, chunk // 4),
+                                                        subsampling_factor=model.encoder.subsampling_factor)
+                hyps = decode_ctc_log_probs(log_probs, out_lens, "ctc-greedy")
+            else:
+                enc, enc_lens = model.forward_encoder(feats, lens)
+                hyps = decode_encoder_output(model, enc, enc_lens, "auto")
+        model.train(was_training)
+        order = {cid: i for i, cid in enumerate(batch["cut_ids"])}
+        labels = [hyps[order[cid]] for cid in cut_ids]
+        self.num_empty_labels += sum(1 for h in labels if not h)
+        return labels
+
+    def next(self, update: int) -> Tuple[Dict, Optional[List[List[int]]], str]:
+        item, labels, kind = self.slimipl.next_batch(update)
+        if labels is None:
+            return item, None, kind
+        batch = self.collate(item)
+        by_id = dict(zip(item, labels))
+        keep = [i for i, cid in enumerate(batch["cut_ids"]) if by_id[cid]]
+        if len(keep) < len(batch["cut_ids"]):  # utterances with an empty pseudo-label give no CTC target
+            batch = self._subset(batch, keep)
+        return batch, [by_id[cid] for cid in batch["cut_ids"]], kind
+
+    @staticmethod
+    def _subset(batch: Dict, keep: List[int]) -> Dict:
+        if not keep:
+            keep = [0]
+        idx = torch.tensor(keep)
+        lens = batch["feature_lens"][idx]
+        return dict(batch, features=batch["features"][idx, : int(lens.max())], feature_lens=lens,
+                    texts=[batch["texts"][i] for i in keep], tokens=None, languages=batch["languages"][idx],
+                    cut_ids=[batch["cut_ids"][i] for i in keep], cuts=CutSet.from_cuts(list(batch["cuts"])[i] for i in keep))
+
+    def state_dict(self) -> Dict:
+        return {"labelled": self.labelled.state_dict(), "ids": self.ids.state_dict(),
+                "slimipl": self.slimipl.state_dict(), "num_empty_labels": self.num_empty_labels}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self.labelled.load_state_dict(state["labelled"])
+        self.ids.load_state_dict(state["ids"])
+        self.slimipl.load_state_dict(state["slimipl"])
+        self.num_empty_labels = state["num_empty_labels"]

@@ -1,0 +1,146 @@
+"""The trainer on real (espeak-ng) audio: overfitting and decoding, exact resume after SIGKILL, DDP with gloo,
+non-finite batches skipped, checkpoint averaging, and clear errors on bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from icefall_ext.train.checkpoint import average_state_dicts, load_averaged_model, load_checkpoint
+
+
+def train_cmd(corpus, exp_dir, *extra):
+    return [sys.executable, "-m", "icefall_ext.bin.train", "--exp-dir", str(exp_dir),
+            "--lang-dir", str(corpus["lang_dir"]), "--train-cuts", str(corpus["cuts"]),
+            "--preset", "conformer-tiny", "--max-duration", "100", "--num-epochs", "0",
+            "--scheduler", "constant", "--warmup-updates", "10", "--lr", "3e-3", "--log-every-n", "10",
+            "--threads", "1", *extra]
+
+
+def run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    return r
+
+
+def decode_all(exp_dir, corpus, method="auto"):
+    from lhotse import CutSet
+
+    from icefall_ext.data.dataset import AsrDataset
+    from icefall_ext.data.tokenizer import load_tokenizer
+    from icefall_ext.decode.search import decode_batch
+
+    model, _, _ = load_averaged_model(exp_dir)
+    tok = load_tokenizer(corpus["lang_dir"])
+    batch = AsrDataset(tok)[CutSet.from_file(corpus["cuts"])]
+    hyps = decode_batch(model, batch, torch.device("cpu"), method)
+    return dict(zip(batch["texts"], (tok.decode(h) for h in hyps)))
+
+
+@pytest.mark.parametrize("heads,extra", [
+    ("ctc", ["--lid-scale", "1.0", "--max-updates", "160"]),
+    ("transducer", ["--max-updates", "160", "--lr", "5e-3", "--model-overrides",
+                    '{"decoder_dim": 64, "joiner_dim": 64}']),
+])
+def test_tiny_model_overfits_and_decodes(tiny_corpus, tmp_path, heads, extra):
+    exp = tmp_path / "exp"
+    r = run(train_cmd(tiny_corpus, exp, "--heads", heads, "--spec-augment", "false",
+                      "--valid-cuts", str(tiny_corpus["cuts"]), *extra))
+    assert r.returncode == 0, r.stderr[-3000:]
+    decoded = decode_all(exp, tiny_corpus)
+    assert decoded == {t: t for t in tiny_corpus["texts"]}
+    ckpt = load_checkpoint(exp / "epoch-1.pt") if (exp / "epoch-1.pt").exists() else None
+    last = sorted(exp.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[-1]
+    state = load_checkpoint(last)
+    assert state["update"] == 160 and state["tokens"][0] == "<blk>"
+    assert ckpt is None or ckpt["update"] < 160
+
+
+def test_resume_after_sigkill_is_exact(tiny_corpus, tmp_path):
+    common = ["--max-updates", "30", "--save-every-n", "5", "--keep-last-k", "2", "--spec-augment", "true",
+              "--lid-scale", "1.0"]
+    ref = tmp_path / "ref"
+    r = run(train_cmd(tiny_corpus, ref, *common))
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    exp = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(tiny_corpus, exp, *common), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (exp / "checkpoint-15.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(exp.glob("epoch-*.pt")) or (exp / "checkpoint-15.pt").exists()
+    assert not list(exp.glob("*.tmp")), "a half-written checkpoint was left behind"
+    r = run(train_cmd(tiny_corpus, exp, *common))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stderr
+    a = load_checkpoint(sorted(ref.glob("epoch-*.pt"))[-1])
+    b = load_checkpoint(sorted(exp.glob("epoch-*.pt"))[-1])
+    assert a["update"] == b["update"] == 30
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    # only the last --keep-last-k periodic checkpoints remain
+    assert sorted(p.name for p in ref.glob("checkpoint-*.pt")) == ["checkpoint-25.pt", "checkpoint-30.pt"]
+
+
+def test_ddp_two_processes_gloo(tiny_corpus, tmp_path):
+    exp = tmp_path / "ddp"
+    r = run(train_cmd(tiny_corpus, exp, "--world-size", "2", "--max-updates", "40", "--spec-augment", "false",
+                      "--max-duration", "3"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = load_checkpoint(max(exp.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1])))
+    assert state["update"] == 40
+    assert (exp / "log").is_dir() and any((exp / "log").glob("*-1.txt")), "rank 1 writes its own log"
+    # both ranks must have averaged gradients: the loss fell while each rank saw only half of the data
+    losses = [float(line.split("loss ")[1].split(",")[0]) for line in r.stderr.splitlines()
+              if "(labelled): " in line and "loss " in line]
+    assert losses and losses[-1] < 0.8 * losses[0]
+
+
+def test_nonfinite_batch_is_skipped(tiny_corpus, tmp_path):
+    from lhotse import CutSet
+
+    from icefall_ext.data.dataset import AsrDataset
+    from icefall_ext.data.tokenizer import load_tokenizer
+    from icefall_ext.models.presets import build_model, model_config_from_preset
+    from icefall_ext.train.trainer import TrainConfig, Trainer
+
+    tok = load_tokenizer(tiny_corpus["lang_dir"])
+    cfg = TrainConfig(exp_dir=str(tmp_path), lang_dir=str(tiny_corpus["lang_dir"]), train_cuts=[],
+                      spec_augment=False, scheduler="constant")
+    mc = model_config_from_preset("conformer-tiny", vocab_size=tok.vocab_size)
+    trainer = Trainer(cfg, build_model(mc), mc, tok, [])
+    trainer.train_dataset = AsrDataset(tok)
+    trainer.spec_augment = None
+    batch = trainer.train_dataset[CutSet.from_file(tiny_corpus["cuts"])]
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    bad = dict(batch, features=batch["features"].clone())
+    bad["features"][0, 5, 3] = float("nan")
+    assert trainer.train_step(bad, None) is None
+    assert trainer.num_nonfinite == 1
+    for k, v in trainer.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert trainer.train_step(batch, None) is not None
+
+
+def test_average_state_dicts():
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(5)}
+    avg = average_state_dicts([a, b])
+    torch.testing.assert_close(avg["w"], torch.tensor([2.0, 4.0]))
+    assert int(avg["n"]) == 5
+
+
+def test_missing_inputs_are_one_line_errors(tiny_corpus, tmp_path):
+    r = run(train_cmd({"lang_dir": tiny_corpus["lang_dir"], "cuts": tmp_path / "nope.jsonl.gz"}, tmp_path / "e"))
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].endswith("(run the feature stage first)")
+    r = run(train_cmd({"lang_dir": tmp_path, "cuts": tiny_corpus["cuts"]}, tmp_path / "e"))
+    assert r.returncode == 1 and "neither bpe.model nor tokens.txt" in r.stderr
+    r = run(train_cmd(tiny_corpus, tmp_path / "e", "--no-such-flag"))
+    assert r.returncode == 2 and "unrecognized arguments" in r.stderr
