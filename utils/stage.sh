@@ -47,3 +47,10 @@ require() {
     [ -e "$p" ] || die "missing input $p (run the earlier stages first, or check the path)"
   done
 }
+
+pick() {
+  # pick VAR REAL MINI : give VAR its default for the real corpus, or for --mini true, unless it was set.
+  local var=$1
+  [ -n "${!var}" ] && return 0
+  if [ "${mini:-false}" = true ]; then printf -v "$var" '%s' "$3"; else printf -v "$var" '%s' "$2"; fi
+}

@@ -24,6 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest-dir", type=Path, required=True)
     p.add_argument("--glob", default="*", help="prefix pattern of the manifests to process (default: %(default)s)")
+    p.add_argument("--parts", nargs="*", default=None, help="only these parts (e.g. dev test; default: all)")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--num-mel-bins", type=int, default=80)
     p.add_argument("--sampling-rate", type=int, default=16000)
@@ -33,10 +34,13 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def pairs(manifest_dir: Path, pattern: str) -> List[tuple]:
+def pairs(manifest_dir: Path, pattern: str, parts: Optional[List[str]] = None) -> List[tuple]:
     """(recordings, supervisions, cuts name) for each manifest pair under ``manifest_dir``."""
     found = []
     for rec in sorted(manifest_dir.glob(f"{pattern}_recordings_*.jsonl.gz")):
+        part = rec.name.split("_recordings_", 1)[1].replace(".jsonl.gz", "")
+        if parts and part not in parts:
+            continue
         sup = rec.with_name(rec.name.replace("_recordings_", "_supervisions_"))
         if not sup.is_file():
             logger.warning("%s has no supervisions manifest %s: skipped", rec, sup.name)
@@ -61,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_logging()
     if not args.manifest_dir.is_dir():
         die(f"manifest dir {args.manifest_dir} does not exist (run the preparation stage first)")
-    todo = pairs(args.manifest_dir, args.glob)
+    todo = pairs(args.manifest_dir, args.glob, args.parts)
     if not todo:
         die(f"no '{args.glob}_recordings_*.jsonl.gz' manifests in {args.manifest_dir}")
 

@@ -47,6 +47,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=300.0, help="seconds of audio per batch")
     p.add_argument("--metric", choices=["auto", "cer", "wer"], default="auto",
                    help="unit of errs files: auto = cer for character tables, wer for BPE")
+    p.add_argument("--duration-buckets", default="",
+                   help="comma list of seconds, e.g. 10,15,20: also report WER per utterance-duration bucket")
     p.add_argument("--out-dir", type=Path, default=None, help="default: <exp-dir>/decode")
     p.add_argument("--tag", default="", help="suffix of the output file names")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
@@ -85,6 +87,16 @@ def encode_batch(model, batch: Dict, device: torch.device, chunk_frames: int, ov
                                      chunk_frames=chunk_frames - chunk_frames % sf,
                                      overlap_frames=overlap_frames - overlap_frames % sf, subsampling_factor=sf)
         return model.forward_encoder(feats, lens)
+
+
+def duration_bucket(duration: float, edges: List[float]) -> str:
+    """Label of the bucket of ``duration``: "<10", "10-15", ..., ">20" for edges 10,15,20."""
+    if duration < edges[0]:
+        return f"<{edges[0]:g}"
+    for lo, hi in zip(edges, edges[1:]):
+        if duration < hi:
+            return f"{lo:g}-{hi:g}"
+    return f">{edges[-1]:g}"
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -141,6 +153,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         cuts = CutSet.from_file(path).to_eager()
         results: Dict[str, List[Tuple[str, str, str]]] = {m: [] for m in methods}
         langs: Dict[str, Optional[str]] = {c.id: cut_language(c) for c in cuts}
+        edges = [float(x) for x in args.duration_buckets.split(",") if x.strip()]
+        buckets = {c.id: duration_bucket(c.duration, edges) for c in cuts} if edges else {}
         t0, audio = time.time(), sum(c.duration for c in cuts)
         with torch.no_grad():
             for batch in tqdm(iterate_batches(cuts, None, args.max_duration), desc=f"decode {name}",
@@ -173,6 +187,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
                 "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
             }
+            if buckets:
+                by_dur = score(refs, hyps, [buckets[c] for c, _, _ in res], unit="word")
+                summary["per_duration_wer"] = {k: v.rate for k, v in by_dur.per_language.items()}
+                summary["per_duration_utts"] = {k: v.num_utts for k, v in by_dur.per_language.items()}
             (out_dir / f"summary-{suffix}.json").write_text(json.dumps(summary, indent=2))
             table = out_dir / "results.tsv"
             new = not table.exists()

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Massively multilingual pseudo-labelling (Lugosch et al. 2022, "Pseudo-labeling for massively multilingual
+# speech recognition") on Common Voice + unlabelled VoxPopuli, with LibriSpeech transfer.
+#
+# Usage: egs/commonvoice_voxpopuli/run.sh [--stage N] [--stop-stage M] [--mini true] [--option value ...]
+#
+# Stages:
+#   0  corpora: --mini true synthesises Common Voice / VoxPopuli / LibriSpeech layouts with espeak-ng;
+#      real data: VoxPopuli and LibriSpeech are downloaded with lhotse, Common Voice must be downloaded by hand
+#   1  lhotse manifests (CV train/dev/test, VoxPopuli transcribed dev/test, VoxPopuli unlabelled, LibriSpeech)
+#   2  fbank features (kaldi-native-fbank, as sherpa-onnx computes them)
+#   3  multilingual character table + LID language list; LibriSpeech character table and 4-gram LM
+#   4  base model: multilingual CTC + LID (loss = CTC + gamma * LID) on all CV languages pooled
+#   5  per language with unlabelled audio: fine-tune the base model on that language, then slimIPL
+#      (dynamic cache, lambda unlabelled updates per labelled one, cropping warm-up for long audio)
+#   6  final pseudo-labels from each language's slimIPL model, filtered and sharded
+#   7  final models: (a) base continued on CV + PL, (b) from scratch on CV + PL, (c) (b) fine-tuned on CV;
+#      control: slimIPL on all unlabelled audio pooled, without per-language fine-tuning
+#   8  evaluation: CER per language (greedy) for every model; LibriSpeech transfer (greedy, 4-gram LM with
+#      alpha/beta tuned on dev-clean, WER by utterance duration)
+#   9  export the final model to sherpa-onnx and decode the CV test set with sherpa-onnx
+#  10  RESULTS.md (tables in the shape of the paper's Tables 2-5) and the validation-CER plot
+#
+# Main options (real-data default / --mini default; all are --name value):
+#   --mini false            build and use the built-in mini corpus
+#   --cv-dir, --vp-dir, --ls-dir   corpus roots (real data)
+#   --languages             CV languages (mini: en de fr es it el ru)
+#   --unlabelled-languages  languages with VoxPopuli unlabelled audio (mini: en de fr es it el)
+#   --preset                model preset (conformer-medium / conformer-mini)
+#   --base-updates, --ft-updates, --ipl-updates, --final-updates   training lengths in updates
+#   --cache-size 1000 / 16, --replace-prob 0.1, --lambda-unlabelled 10 / 4, --crop-updates, --crop-seconds 10
+#   --max-pl-tokens 630, --pl-shards, --gamma-lid 1.0, --max-duration, --world-size 1, --dtype
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+stage=0
+stop_stage=10
+mini=false
+seed=42
+corpus_dir=
+cv_dir=
+vp_dir=
+ls_dir=
+languages=
+unlabelled_languages=
+mini_scale=0.6
+preset=
+max_duration=
+world_size=1
+dtype=
+threads=0
+gamma_lid=1.0
+base_updates=
+base_lr=
+ft_updates=
+ft_lr=
+ipl_updates=
+ipl_lr=
+cache_size=
+replace_prob=0.1
+lambda_unlabelled=
+crop_updates=
+crop_seconds=10
+final_updates=
+scratch_updates=
+scratch_lr=
+spec_aug_delay=
+cv_ft_updates=
+max_pl_tokens=630
+pl_shards=
+ls_updates=
+ls_lm_order=4
+valid_every=
+
+. "$root/utils/parse_options.sh"
+. "$root/utils/stage.sh"
+cd "$here"
+
+pick corpus_dir download mini_corpus
+pick cv_dir "" "$corpus_dir/commonvoice"
+pick vp_dir "$corpus_dir/voxpopuli" "$corpus_dir/voxpopuli"
+pick ls_dir "$corpus_dir" "$corpus_dir/librispeech"
+pick languages "en de fr es it el ru" "en de fr es it el ru"
+pick unlabelled_languages "en de fr es it el" "en de fr es it el"
+pick preset conformer-medium conformer-mini
+pick max_duration 600 120
+pick dtype bfloat16 float32
+pick base_updates 200000 2400
+pick base_lr 1e-3 2e-3
+pick ft_updates 10000 60
+pick ft_lr 1e-4 5e-4
+pick ipl_updates 40000 150
+pick ipl_lr 1e-4 5e-4
+pick cache_size 1000 16
+pick lambda_unlabelled 10 4
+pick crop_updates 10000 40
+pick final_updates 100000 400
+pick scratch_updates 200000 1200
+pick scratch_lr 5e-4 1.5e-3
+pick spec_aug_delay 20000 300
+pick cv_ft_updates 20000 150
+pick pl_shards 64 2
+pick ls_updates 50000 400
+pick valid_every 5000 300
+
+train() { python -m icefall_ext.bin.train --seed "$seed" --world-size "$world_size" --dtype "$dtype" \
+  --threads "$threads" --max-duration "$max_duration" --valid-every-n "$valid_every" "$@"; }
+decode() { python -m icefall_ext.bin.decode --threads "$threads" "$@"; }
+
+fbank=data/fbank
+lang=data/lang_char
+cv_train() { for l in $languages; do printf '%s ' "$fbank/cv-${l}_cuts_train.jsonl.gz"; done; }
+pl_all() { for l in $unlabelled_languages; do printf '%s ' "data/pl/$l/pl_cuts.jsonl.gz"; done; }
+vp_unlabelled() { for l in $unlabelled_languages; do printf '%s ' "$fbank/voxpopuli-unlabelled_cuts_${l}.jsonl.gz"; done; }
+
+if stage 0 "Corpora" "$corpus_dir/.done"; then
+  if [ "$mini" = true ]; then
+    for layout in commonvoice voxpopuli librispeech; do
+      python "$root/local/make_mini_corpus.py" --layout $layout --out "$corpus_dir/$layout" --seed "$seed" \
+        --scale "$mini_scale" --num-jobs 2
+    done
+  else
+    for l in $unlabelled_languages; do lhotse download voxpopuli --subset asr "$vp_dir"; done
+    log "VoxPopuli unlabelled audio: run the official voxpopuli get_unlabelled_data script into $vp_dir"
+    lhotse download librispeech --full "$ls_dir"
+  fi
+  mark_done "$corpus_dir/.done"
+fi
+
+if stage 1 "Manifests" data/manifests/.done; then
+  [ -n "$cv_dir" ] || die "Common Voice must be downloaded by hand (https://commonvoice.mozilla.org/datasets);
+extract the languages into one directory and pass it as --cv-dir (or use --mini true)"
+  require "$cv_dir" "$vp_dir" "$ls_dir"
+  lang_flags=$(for l in $languages; do printf -- '-l %s ' "$l"; done)
+  lhotse prepare commonvoice $lang_flags -j 2 "$cv_dir" data/manifests
+  for l in $unlabelled_languages; do
+    # lhotse reads the segment annotations from its output dir (the official scripts' asr_<lang>.tsv.gz)
+    if [ -f "$vp_dir/transcribed_data/$l/asr_$l.tsv.gz" ]; then
+      cp "$vp_dir/transcribed_data/$l/asr_$l.tsv.gz" data/manifests/
+      lhotse prepare voxpopuli --task asr --lang "$l" "$vp_dir" data/manifests
+    fi
+  done
+  python "$root/local/prepare_voxpopuli_unlabelled.py" --corpus-dir "$vp_dir" --output-dir data/manifests \
+    --languages $unlabelled_languages
+  lhotse prepare librispeech -j 2 "$ls_dir" data/manifests
+  mark_done data/manifests/.done
+fi
+
+if stage 2 "Fbank features" $fbank/.done; then
+  fb="python -m icefall_ext.bin.compute_fbank --manifest-dir data/manifests --out-dir $fbank --num-jobs 2"
+  $fb --glob 'cv-*'
+  $fb --glob 'voxpopuli-asr-*' --parts dev test
+  $fb --glob 'voxpopuli-unlabelled'
+  $fb --glob 'librispeech'
+  for split in dev test; do
+    lhotse combine $(for l in $languages; do echo "$fbank/cv-${l}_cuts_$split.jsonl.gz"; done) \
+      "$fbank/cv_cuts_$split.jsonl.gz"
+  done
+  mark_done $fbank/.done
+fi
+
+if stage 3 "Token tables and LM" data/.done.lang; then
+  python -m icefall_ext.bin.prepare_lang --cuts $(cv_train) --lang-dir $lang
+  python -m icefall_ext.bin.prepare_lang --cuts $fbank/librispeech_cuts_train-clean-100.jsonl.gz \
+    --lang-dir data/lang_char_ls
+  lm_text=$(find "$ls_dir" -name 'librispeech-lm-norm.txt*' | head -n 1)
+  [ -n "$lm_text" ] || lm_text=data/lang_char_ls/transcript.txt
+  python -m icefall_ext.bin.train_lm --text "$lm_text" --order $ls_lm_order --out data/lm/${ls_lm_order}gram.arpa
+  mark_done data/.done.lang
+fi
+
+if stage 4 "Base model: multilingual CTC + LID" exp/base/.done; then
+  train --exp-dir exp/base --lang-dir $lang --train-cuts $(cv_train) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
+    --preset "$preset" --heads ctc --lid-scale "$gamma_lid" --lr "$base_lr" --num-epochs 0 \
+    --max-updates "$base_updates" --scheduler warmup_cosine --warmup-updates $((base_updates / 12)) \
+    --save-every-n $((base_updates / 4))
+  mark_done exp/base/.done
+fi
+
+if stage 5 "Per-language fine-tuning, then slimIPL" exp/.done.slimipl; then
+  for l in $unlabelled_languages; do
+    if [ ! -f exp/ft-$l/.done ]; then
+      log "fine-tune on $l"
+      train --exp-dir exp/ft-$l --lang-dir $lang --init-from exp/base --train-cuts $fbank/cv-${l}_cuts_train.jsonl.gz \
+        --valid-cuts $fbank/cv-${l}_cuts_dev.jsonl.gz --lid-scale "$gamma_lid" --lr "$ft_lr" --num-epochs 0 \
+        --max-updates "$ft_updates" --scheduler constant --warmup-updates 1
+      mark_done exp/ft-$l/.done
+    fi
+    if [ ! -f exp/slimipl-$l/.done ]; then
+      log "slimIPL on $l"
+      train --exp-dir exp/slimipl-$l --lang-dir $lang --init-from exp/ft-$l \
+        --train-cuts $fbank/cv-${l}_cuts_train.jsonl.gz --valid-cuts $fbank/cv-${l}_cuts_dev.jsonl.gz \
+        --unlabelled-cuts $fbank/voxpopuli-unlabelled_cuts_$l.jsonl.gz --lid-scale "$gamma_lid" --lr "$ipl_lr" \
+        --num-epochs 0 --max-updates "$ipl_updates" --scheduler constant --warmup-updates 1 \
+        --slimipl-cache-size "$cache_size" --slimipl-replace-prob "$replace_prob" \
+        --slimipl-lambda "$lambda_unlabelled" --slimipl-crop-updates "$crop_updates" \
+        --slimipl-crop-seconds "$crop_seconds"
+      mark_done exp/slimipl-$l/.done
+    fi
+  done
+  mark_done exp/.done.slimipl
+fi
+
+ref_tsvs() { [ "$mini" = true ] && for l in $unlabelled_languages; do
+  printf '%s ' "$vp_dir/unlabelled_data/$l/reference_transcripts.tsv"; done; true; }
+
+if stage 6 "Final pseudo-labels (per-language slimIPL models)" data/pl/.done; then
+  for l in $unlabelled_languages; do
+    python -m icefall_ext.bin.pseudo_label --exp-dir exp/slimipl-$l --lang-dir $lang \
+      --cuts $fbank/voxpopuli-unlabelled_cuts_$l.jsonl.gz --out-dir data/pl/$l --num-shards "$pl_shards" \
+      --max-tokens "$max_pl_tokens" --reference-tsv $(ref_tsvs)
+  done
+  mark_done data/pl/.done
+fi
+
+if stage 7 "Final models and the pooled-slimIPL control" exp/.done.final; then
+  [ -f exp/final-continue/.done ] || { train --exp-dir exp/final-continue --lang-dir $lang --init-from exp/base \
+    --train-cuts $(cv_train) $(pl_all) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --lid-scale "$gamma_lid" \
+    --lr "$ft_lr" --num-epochs 0 --max-updates "$final_updates" --scheduler constant --warmup-updates 1 \
+    --max-cut-duration 36 && mark_done exp/final-continue/.done; }
+  [ -f exp/final-scratch/.done ] || { train --exp-dir exp/final-scratch --lang-dir $lang --preset "$preset" \
+    --heads ctc --train-cuts $(cv_train) $(pl_all) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
+    --lid-scale "$gamma_lid" --lr "$scratch_lr" --num-epochs 0 --max-updates "$scratch_updates" \
+    --scheduler warmup_cosine --warmup-updates $((scratch_updates / 12)) --spec-aug-start-update "$spec_aug_delay" \
+    --max-cut-duration 36 && mark_done exp/final-scratch/.done; }
+  [ -f exp/final-scratch-ft/.done ] || { train --exp-dir exp/final-scratch-ft --lang-dir $lang \
+    --init-from exp/final-scratch --train-cuts $(cv_train) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
+    --lid-scale "$gamma_lid" --lr "$ft_lr" --num-epochs 0 --max-updates "$cv_ft_updates" --scheduler constant \
+    --warmup-updates 1 && mark_done exp/final-scratch-ft/.done; }
+  [ -f exp/pooled-slimipl/.done ] || { train --exp-dir exp/pooled-slimipl --lang-dir $lang --init-from exp/base \
+    --train-cuts $(cv_train) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --unlabelled-cuts $(vp_unlabelled) \
+    --lid-scale "$gamma_lid" --lr "$ipl_lr" --num-epochs 0 --max-updates "$final_updates" --scheduler constant \
+    --warmup-updates 1 --slimipl-cache-size "$cache_size" --slimipl-replace-prob "$replace_prob" \
+    --slimipl-lambda "$lambda_unlabelled" --slimipl-crop-updates "$crop_updates" \
+    --slimipl-crop-seconds "$crop_seconds" && mark_done exp/pooled-slimipl/.done; }
+  [ -f data/pl-pooled/.done ] || { python -m icefall_ext.bin.pseudo_label --exp-dir exp/pooled-slimipl \
+    --lang-dir $lang --cuts $(vp_unlabelled) --out-dir data/pl-pooled --num-shards "$pl_shards" \
+    --max-tokens "$max_pl_tokens" --reference-tsv $(ref_tsvs) && mark_done data/pl-pooled/.done; }
+  mark_done exp/.done.final
+fi
+
+if stage 8 "Evaluation (CV per language; LibriSpeech transfer)" exp/.done.eval; then
+  sets="dev=$fbank/cv_cuts_dev.jsonl.gz test=$fbank/cv_cuts_test.jsonl.gz"
+  for m in base final-continue final-scratch final-scratch-ft pooled-slimipl; do
+    decode --exp-dir exp/$m --lang-dir $lang --cuts $sets --method ctc-greedy
+  done
+  for l in $unlabelled_languages; do
+    decode --exp-dir exp/slimipl-$l --lang-dir $lang --method ctc-greedy \
+      --cuts "dev=$fbank/cv-${l}_cuts_dev.jsonl.gz" "test=$fbank/cv-${l}_cuts_test.jsonl.gz"
+  done
+  if [ ! -f exp/ls-transfer/.done ]; then
+    train --exp-dir exp/ls-transfer --lang-dir data/lang_char_ls --init-from exp/final-continue \
+      --train-cuts $fbank/librispeech_cuts_train-clean-100.jsonl.gz \
+      --valid-cuts $fbank/librispeech_cuts_dev-clean.jsonl.gz --lr "$ft_lr" --num-epochs 0 \
+      --max-updates "$ls_updates" --scheduler constant --warmup-updates 1
+    mark_done exp/ls-transfer/.done
+  fi
+  python -m icefall_ext.bin.tune_lm --exp-dir exp/ls-transfer --lang-dir data/lang_char_ls \
+    --lm data/lm/${ls_lm_order}gram.arpa --cuts $fbank/librispeech_cuts_dev-clean.jsonl.gz \
+    --out exp/ls-transfer/lm_tuning.json
+  ls_sets=$(for p in dev-clean dev-other test-clean test-other; do printf '%s=%s ' $p "$fbank/librispeech_cuts_$p.jsonl.gz"; done)
+  decode --exp-dir exp/ls-transfer --lang-dir data/lang_char_ls --cuts $ls_sets --method ctc-greedy ctc-beam \
+    --lm data/lm/${ls_lm_order}gram.arpa --tuned-lm exp/ls-transfer/lm_tuning.json --beam 8 \
+    --duration-buckets 10,15,20 --chunk-seconds 30
+  mark_done exp/.done.eval
+fi
+
+if stage 9 "Export to sherpa-onnx and decode CV test with it" exp/.done.export; then
+  python -m icefall_ext.bin.export_onnx --exp-dir exp/final-continue --lang-dir $lang --type ctc \
+    --out-dir exp/final-continue/onnx
+  python -m icefall_ext.bin.sherpa_decode --onnx-dir exp/final-continue/onnx --type ctc \
+    --cuts $fbank/cv_cuts_test.jsonl.gz --out-dir exp/final-continue/sherpa-decode
+  mark_done exp/.done.export
+fi
+if stage 10 "RESULTS.md and plot" ""; then
+  python "$root/local/report_pseudo_labeling.py" --exp exp --data data --languages $languages \
+    --unlabelled-languages $unlabelled_languages --out RESULTS.md --plot results_valid_cer.png \
+    --command "egs/commonvoice_voxpopuli/run.sh --mini $mini"
+fi
+
+log "Done (stages $stage..$stop_stage)."

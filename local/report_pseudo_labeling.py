@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Write egs/commonvoice_voxpopuli/RESULTS.md from the recipe's outputs (decode summaries, pseudo-label quality,
+LibriSpeech transfer, sherpa-onnx decode) and plot validation CER against updates.
+
+Tables follow the shape of Lugosch et al. 2022: Tables 2/3 (CER per model, averaged over all languages and over
+the languages with unlabelled data), Table 4 (LibriSpeech transfer) and Table 5 (WER by utterance duration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+MODELS = [
+    ("base", "Base: CTC + LID on all CV languages"),
+    ("pooled-slimipl", "Control: slimIPL on all unlabelled audio pooled (no per-language fine-tuning)"),
+    ("final-continue", "Final (a): base continued on CV + pseudo-labels"),
+    ("final-scratch", "Final (b): from scratch on CV + pseudo-labels"),
+    ("final-scratch-ft", "Final (c): (b) fine-tuned on CV"),
+]
+
+
+def load(path: Path) -> Optional[Dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def mean(xs: List[Optional[float]]) -> Optional[float]:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def cer_table(exp: Path, split: str, languages: List[str], unlabelled: List[str]) -> List[str]:
+    head = ["model", "avg (all)", "avg (with unlabelled)"] + languages
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, desc in MODELS:
+        s = load(exp / name / "decode" / f"summary-{split}-ctc-greedy.json")
+        if s is None:
+            continue
+        per = s["per_language_cer"]
+        vals = [per.get(l) for l in languages]
+        rows.append("| " + " | ".join([desc, fmt(mean(vals)), fmt(mean([per.get(l) for l in unlabelled]))]
+                                      + [fmt(v) for v in vals]) + " |")
+    own = {l: load(exp / f"slimipl-{l}" / "decode" / f"summary-{split}-ctc-greedy.json") for l in unlabelled}
+    if any(own.values()):
+        per = {l: (s["per_language_cer"].get(l) if s else None) for l, s in own.items()}
+        rows.append("| " + " | ".join(["Per-language slimIPL models (each on its own language)", "-",
+                                        fmt(mean(list(per.values())))] + [fmt(per.get(l)) for l in languages]) + " |")
+    return rows
+
+
+def pl_table(data: Path, unlabelled: List[str]) -> List[str]:
+    rows = ["| pseudo-labels from | " + " | ".join(unlabelled) + " | avg |", "|---|" + "---|" * (len(unlabelled) + 1)]
+    per_lang = {l: load(data / "pl" / l / "pl_quality.json") for l in unlabelled}
+    vals = [per_lang[l]["per_language_cer"].get(l) if per_lang[l] else None for l in unlabelled]
+    rows.append("| per-language fine-tune + slimIPL | " + " | ".join(fmt(v) for v in vals) + f" | {fmt(mean(vals))} |")
+    pooled = load(data / "pl-pooled" / "pl_quality.json")
+    if pooled:
+        vals = [pooled["per_language_cer"].get(l) for l in unlabelled]
+        rows.append("| pooled slimIPL control | " + " | ".join(fmt(v) for v in vals) + f" | {fmt(mean(vals))} |")
+    kept = []
+    for l in unlabelled:
+        rep = load(data / "pl" / l / "filter_report.json")
+        kept.append(f"{rep['counts']['kept']}/{rep['counts']['total']}" if rep else "-")
+    rows.append("| kept after filtering (per-language PLs) | " + " | ".join(kept) + " | |")
+    return rows
+
+
+def librispeech_tables(exp: Path) -> List[str]:
+    d = exp / "ls-transfer" / "decode"
+    sets = ["dev-clean", "dev-other", "test-clean", "test-other"]
+    out = ["| decoding | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    tuned = load(exp / "ls-transfer" / "lm_tuning.json")
+    for method, desc in [("ctc-greedy", "greedy, no LM"), ("ctc-beam-lm", "beam 8 + 4-gram LM")]:
+        vals = [load(d / f"summary-{s}-{method}.json") for s in sets]
+        if not any(vals):
+            continue
+        if method == "ctc-beam-lm" and tuned:
+            desc += f" (alpha {tuned['alpha']:g}, beta {tuned['beta']:g}, tuned on dev-clean)"
+        out.append(f"| {desc} | " + " | ".join(fmt(v["wer"]) if v else "-" for v in vals) + " |")
+    dur = []
+    for method, desc in [("ctc-greedy", "greedy"), ("ctc-beam-lm", "4-gram LM")]:
+        for s in ("test-clean", "test-other"):
+            v = load(d / f"summary-{s}-{method}.json")
+            if v and "per_duration_wer" in v:
+                dur.append((f"{s}, {desc}", v["per_duration_wer"], v["per_duration_utts"]))
+    if dur:
+        buckets = ["<10", "10-15", "15-20", ">20"]
+        out += ["", "WER (%) by utterance duration (number of utterances in brackets), as in the paper's Table 5:", "",
+                "| set | " + " | ".join(buckets) + " |", "|---|" + "---|" * len(buckets)]
+        for name, wer, n in dur:
+            out.append(f"| {name} | " + " | ".join(f"{fmt(wer.get(b))} ({n.get(b, 0)})" for b in buckets) + " |")
+    return out
+
+
+def plot(exp: Path, out: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for name, desc in MODELS:
+        f = exp / name / "valid.jsonl"
+        if not f.is_file():
+            continue
+        pts = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+        ax.plot([p["update"] for p in pts], [p["cer_macro"] for p in pts], marker="o", label=desc.split(":")[0])
+        drawn = True
+    if not drawn:
+        return False
+    ax.set_xlabel("updates (of each run)")
+    ax.set_ylabel("validation CER, macro average over languages (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return True
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--exp", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--languages", nargs="+", required=True)
+    p.add_argument("--unlabelled-languages", nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--plot", type=Path, required=True)
+    p.add_argument("--command", required=True, help="the command that produced these results")
+    a = p.parse_args()
+
+    lines = [
+        "# Results: massively multilingual pseudo-labelling (commonvoice_voxpopuli)", "",
+        f"Produced by `{a.command}` (stage 10 writes this file from the recipe's own outputs).", "",
+        "## CER (%) on Common Voice test, greedy decoding, no LM (paper Tables 2-3)", "",
+        *cer_table(a.exp, "test", a.languages, a.unlabelled_languages), "",
+        "## CER (%) on Common Voice dev", "",
+        *cer_table(a.exp, "dev", a.languages, a.unlabelled_languages), "",
+        "## Quality of the final pseudo-labels: CER (%) against what the unlabelled audio says", "",
+        "(Only the mini corpus knows what its unlabelled audio says; real VoxPopuli has no such reference.)", "",
+        *pl_table(a.data, a.unlabelled_languages), "",
+        "## LibriSpeech transfer: WER (%) after fine-tuning the final model (paper Tables 4-5)", "",
+        *librispeech_tables(a.exp), "",
+    ]
+    sherpa = load(a.exp / "final-continue" / "sherpa-decode" / "summary.json")
+    torch_s = load(a.exp / "final-continue" / "decode" / "summary-test-ctc-greedy.json")
+    if sherpa:
+        lines += ["## sherpa-onnx", "",
+                  f"Final model (a) exported to ONNX and decoded with sherpa-onnx on CV test: CER "
+                  f"{fmt(sherpa.get('cer'))}% (PyTorch greedy: {fmt(torch_s['cer'] if torch_s else None)}%).", ""]
+    if plot(a.exp, a.plot):
+        lines += ["## Validation CER against updates", "", f"![validation CER]({os.path.basename(a.plot)})", ""]
+    a.out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
