@@ -122,10 +122,11 @@ class SlimIplSource:
                     enc, enc_lens = model.forward_encoder(x, x_lens)
                     return model.ctc_log_probs(enc).float(), enc_lens
 
-                chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100))
+                sf = model.encoder.subsampling_factor
+                chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100)) // sf * sf
+                overlap = min(200, chunk // 4) // sf * sf  # crops overlap by a quarter, at most 2 s
                 log_probs, out_lens = chunked_log_probs(forward, feats, lens, chunk_frames=chunk,
-                                                        overlap_frames=min(200, chunk // 4),
-                                                        subsampling_factor=model.encoder.subsampling_factor)
+                                                        overlap_frames=overlap, subsampling_factor=sf)
                 hyps = decode_ctc_log_probs(log_probs, out_lens, "ctc-greedy")
             else:
                 enc, enc_lens = model.forward_encoder(feats, lens)
@@ -222,10 +223,11 @@ class SlimIplSource:
                     enc, enc_lens = model.forward_encoder(x, x_lens)
                     return model.ctc_log_probs(enc).float(), enc_lens
 
-                chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100))
+                sf = model.encoder.subsampling_factor
+                chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100)) // sf * sf
+                overlap = min(200, chunk // 4) // sf * sf  # crops overlap by a quarter, at most 2 s
                 log_probs, out_lens = chunked_log_probs(forward, feats, lens, chunk_frames=chunk,
-                                                        overlap_frames=min(200, chunk // 4),
-                                                        subsampling_factor=model.encoder.subsampling_factor)
+                                                        overlap_frames=overlap, subsampling_factor=sf)
                 hyps = decode_ctc_log_probs(log_probs, out_lens, "ctc-greedy")
             else:
                 enc, enc_lens = model.forward_encoder(feats, lens)

@@ -1,0 +1,57 @@
+"""slimIPL inside the trainer: cache of cut ids + labels from the current model, cropping warm-up, exact resume."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from lhotse import CutSet
+
+from icefall_ext.train.checkpoint import load_checkpoint
+from test_train import train_cmd
+
+
+@pytest.fixture(scope="module")
+def unlabelled(tiny_corpus, tmp_path_factory):
+    """The tiny corpus with its transcripts removed."""
+    d = tmp_path_factory.mktemp("unlab")
+    cuts = CutSet.from_file(tiny_corpus["cuts"]).map_supervisions(lambda s: s.transform_text(lambda _: ""))
+    cuts = cuts.modify_ids(lambda i: f"u-{i}")
+    cuts.to_file(d / "unlab.jsonl.gz")
+    return d / "unlab.jsonl.gz"
+
+
+def slimipl_cmd(corpus, unlab, exp, updates):
+    return train_cmd(corpus, exp, "--unlabelled-cuts", str(unlab), "--max-updates", str(updates),
+                     "--slimipl-cache-size", "3", "--slimipl-lambda", "2", "--slimipl-crop-updates", "4",
+                     "--slimipl-crop-seconds", "0.4", "--slimipl-supervised-updates", "2",
+                     "--slimipl-replace-prob", "0.5", "--save-every-n", "6", "--lid-scale", "1.0",
+                     "--max-duration", "3")
+
+
+def test_slimipl_run_and_exact_resume(tiny_corpus, unlabelled, tmp_path):
+    ref = tmp_path / "ref"
+    r = subprocess.run(slimipl_cmd(tiny_corpus, unlabelled, ref, 18), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "starts filling the cache" in r.stderr and "starts mixing" in r.stderr
+    assert "ends the cropping warm-up" in r.stderr
+    state = load_checkpoint(max(ref.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1])))
+    src = state["source"]["slimipl"]
+    entries = src["cache"]["entries"]
+    assert len(entries) == 3
+    for cut_ids, labels in entries:  # the cache holds cut ids and token labels, not feature tensors
+        assert all(cid.startswith("u-") for cid in cut_ids) and len(labels) == len(cut_ids)
+        assert all(isinstance(t, int) for lab in labels for t in lab)
+    # schedule: 2 supervised + 3 fill updates, then every 3rd update labelled (lambda = 2)
+    assert src["labelled_batches"] == 2 + 3 + len([k for k in range(5, 18) if (k - 5) % 3 == 0])
+
+    res = tmp_path / "resumed"
+    r = subprocess.run(slimipl_cmd(tiny_corpus, unlabelled, res, 12), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(slimipl_cmd(tiny_corpus, unlabelled, res, 18), capture_output=True, text=True)
+    assert r.returncode == 0 and "resumed from" in r.stderr, r.stderr[-3000:]
+    a = load_checkpoint(ref / "checkpoint-18.pt")
+    b = load_checkpoint(res / "checkpoint-18.pt")
+    assert a["source"]["slimipl"]["cache"]["entries"] == b["source"]["slimipl"]["cache"]["entries"]
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
