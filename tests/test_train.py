@@ -145,3 +145,18 @@ def test_missing_inputs_are_one_line_errors(tiny_corpus, tmp_path):
     assert r.returncode == 1 and "neither bpe.model nor tokens.txt" in r.stderr
     r = run(train_cmd(tiny_corpus, tmp_path / "e", "--no-such-flag"))
     assert r.returncode == 2 and "unrecognized arguments" in r.stderr
+
+
+def test_zipformer_scaled_adam_eden_bf16(tiny_corpus, tmp_path):
+    """The Zipformer recipe path: ScaledAdam + Eden under bf16 autocast learns (loss falls by half)."""
+    exp = tmp_path / "zip"
+    cmd = train_cmd(tiny_corpus, exp, "--max-updates", "60", "--spec-augment", "false", "--dtype", "bfloat16",
+                    "--log-every-n", "6")
+    cmd[cmd.index("--preset") + 1] = "zipformer-tiny"
+    cmd[cmd.index("--scheduler") + 1] = "eden"
+    cmd[cmd.index("--lr") + 1] = "0.045"
+    r = run(cmd + ["--optimizer", "scaled_adam"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [float(line.split("loss ")[1].split(",")[0]) for line in r.stderr.splitlines()
+              if "(labelled): " in line and "loss " in line]
+    assert len(losses) == 10 and losses[-1] < 0.5 * losses[0], losses

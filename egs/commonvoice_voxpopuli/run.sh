@@ -23,6 +23,7 @@
 #
 # Main options (real-data default / --mini default; all are --name value):
 #   --mini false            build and use the built-in mini corpus
+#   --work-dir              where data/, exp/ and RESULTS.md go (default: this recipe's directory)
 #   --cv-dir, --vp-dir, --ls-dir   corpus roots (real data)
 #   --languages             CV languages (mini: en de fr es it el ru)
 #   --unlabelled-languages  languages with VoxPopuli unlabelled audio (mini: en de fr es it el)
@@ -38,6 +39,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 stage=0
 stop_stage=10
 mini=false
+work_dir=
 seed=42
 corpus_dir=
 cv_dir=
@@ -76,7 +78,8 @@ valid_every=
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
-cd "$here"
+mkdir -p "${work_dir:=$here}"
+cd "$work_dir"
 
 pick corpus_dir download mini_corpus
 pick cv_dir "" "$corpus_dir/commonvoice"
