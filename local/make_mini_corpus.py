@@ -1,0 +1,795 @@
+#!/usr/bin/env python3
+"""Synthesise a small speech corpus with espeak-ng, in the on-disk layout of a real one.
+
+Layouts (read unchanged by lhotse's own preparation functions):
+
+* ``commonvoice``: ``<out>/<lang>/clips/common_voice_<lang>_<n>.mp3`` (48 kHz) with
+  the Common Voice 17 TSVs (``train/dev/test/validated/invalidated/other.tsv``,
+  ``clip_durations.tsv``, ``validated_sentences.tsv``) -> ``prepare_commonvoice``.
+  Extra: ``<lang>/lm_text.txt``, sentences never spoken, for n-gram LMs.
+* ``voxpopuli``: transcribed sessions ``raw_audios/<lang>/<year>/<session>_<lang>.ogg``
+  with the segment annotations ``transcribed_data/<lang>/asr_<lang>.tsv.gz`` (the file
+  the official scripts download; copy it into lhotse's output dir before calling
+  ``prepare_voxpopuli(task="asr")``); unlabelled segments as written by the official
+  ``get_unlabelled_data``: ``unlabelled_data/<lang>/<year>/<event>_<lang>_<n>.ogg``
+  (15-35 s, read by ``local/prepare_voxpopuli_unlabelled.py``); LM text
+  ``lm_data/<lang>/sentences.txt``. Extra: ``unlabelled_data/<lang>/reference_transcripts.tsv``
+  (what the unlabelled audio says, to score pseudo-labels).
+* ``librispeech``: ``LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac``
+  (16 kHz) with ``<spk>-<chapter>.trans.txt`` -> ``prepare_librispeech``; LM text
+  ``librispeech-lm-norm.txt``.
+
+Every layout also gets ``mini_speakers_<layout>.tsv`` (speaker -> espeak-ng voice,
+pitch, speed, split). A speaker is one voice/pitch/speed combination; train, dev and
+test draw from disjoint espeak-ng voice variants, so dev/test measure unseen voices.
+The output depends only on (layout, seed, scale); ``<out>/.done-<layout>`` is written
+last and makes a rerun with the same arguments a no-op.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import gzip
+import hashlib
+import io
+import itertools
+import json
+import logging
+import math
+import multiprocessing
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mini_corpus_text import (  # noqa: E402
+    ZipfSampler,
+    librispeech_text,
+    load_vocabulary,
+    normalised_text,
+    written_passage,
+    written_sentence,
+)
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("commonvoice", "voxpopuli", "librispeech")
+FORMAT_VERSION = 1
+VOCABULARY_SIZE = 3000
+
+# Durations in seconds. Labelled speech is fitted 10 ms inside 1-8 s so that
+# annotation times rounded to milliseconds still describe a 1-8 s segment.
+LABELLED_RANGE = (1.01, 7.99)
+UNLABELLED_RANGE = (15.0, 35.0)
+# espeak-ng says about 15 characters per second at -s 175 in every language used here.
+CHARS_PER_SECOND_AT_175 = 15.0
+
+
+@dataclass(frozen=True)
+class LanguageSpec:
+    accents: Tuple[Tuple[str, str], ...]  # (espeak-ng voice, accent label)
+    resource: float  # labelled training data relative to English
+
+
+LANGUAGES: Dict[str, LanguageSpec] = {
+    "en": LanguageSpec((("en-us", "United States English"), ("en", "England English")), 1.0),
+    "de": LanguageSpec((("de", "Deutschland Deutsch"),), 0.6),
+    "fr": LanguageSpec((("fr-fr", "Français de France"), ("fr-be", "Français de Belgique")), 0.45),
+    "es": LanguageSpec((("es", "España"), ("es-419", "América Latina")), 0.35),
+    "it": LanguageSpec((("it", ""),), 0.25),
+    "ru": LanguageSpec((("ru", ""),), 0.18),
+    "el": LanguageSpec((("el", ""),), 0.125),
+}
+CV_LANGUAGES = ("en", "de", "fr", "es", "it", "ru", "el")
+# Real VoxPopuli has no Greek transcriptions (lhotse rejects "el" for task="asr"),
+# only unlabelled Greek audio; Russian is not in VoxPopuli at all.
+VP_TRANSCRIBED_LANGUAGES = ("en", "de", "fr", "es", "it")
+VP_UNLABELLED_LANGUAGES = ("en", "de", "fr", "es", "it", "el")
+
+
+@dataclass(frozen=True)
+class VoicePool:
+    variants: Tuple[str, ...]
+    pitches: Tuple[int, ...]
+    speeds: Tuple[int, ...]
+
+
+_PITCHES = tuple(range(30, 71, 5))
+_SPEEDS = tuple(range(130, 201, 10))
+_TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m6", "f1", "f2", "f4")
+TRAIN_VOICES = VoicePool(_TRAIN_VARIANTS, _PITCHES, _SPEEDS)
+DEV_VOICES = VoicePool(("m5", "f3"), _PITCHES, _SPEEDS)
+TEST_VOICES = VoicePool(("m7", "f5"), _PITCHES, _SPEEDS)
+UNLABELLED_VOICES = VoicePool(_TRAIN_VARIANTS + ("m8",), _PITCHES, _SPEEDS)
+# LibriSpeech "other" sets: the held-out variants at extreme pitch and speed.
+_EXTREME_PITCHES = (20, 25, 75, 80)
+_EXTREME_SPEEDS = (115, 120, 210, 220, 230)
+DEV_OTHER_VOICES = VoicePool(("m5", "f3"), _EXTREME_PITCHES, _EXTREME_SPEEDS)
+TEST_OTHER_VOICES = VoicePool(("m7", "f5"), _EXTREME_PITCHES, _EXTREME_SPEEDS)
+
+_AGES = ("twenties", "thirties", "fourties", "fifties", "sixties")
+
+# Sizes at --scale 1.
+CV_TRAIN_CLIPS = 1100  # English; other languages get LanguageSpec.resource of it
+CV_EVAL_CLIPS = 60  # per language, for dev and for test
+CV_LM_SENTENCES = 10000
+VP_TRAIN_SEGMENTS = 160
+VP_EVAL_SEGMENTS = 20
+VP_UNLABELLED_SEGMENTS = 36  # per language, the same for all as in real VoxPopuli
+VP_LM_SENTENCES = 5000
+LS_SPLITS = {
+    "train-clean-100": (850, TRAIN_VOICES),
+    "dev-clean": (140, DEV_VOICES),
+    "dev-other": (140, DEV_OTHER_VOICES),
+    "test-clean": (140, TEST_VOICES),
+    "test-other": (140, TEST_OTHER_VOICES),
+}
+LS_LM_SENTENCES = 20000
+
+
+# ---------------------------------------------------------------------------
+# Voices and synthesis jobs
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str
+    language: str
+    split: str
+    espeak_voice: str  # e.g. "en-us+m3"
+    pitch: int
+    speed: int
+    gender: str
+    accent: str
+    age: str
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    speaker: Speaker
+    words: Tuple[str, ...]  # candidates; a prefix of them is spoken
+    target_duration: float
+    duration_range: Tuple[float, float]
+    pause_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    path: str  # relative to the output directory
+    sample_rate: int
+    codec: str  # "mp3", "ogg" or "flac"
+    segments: Tuple[SegmentSpec, ...]
+    pause_after: float = 0.0
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    words: Tuple[str, ...]  # the words actually spoken
+    start: float
+    duration: float
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    duration: float
+    segments: Tuple[SegmentResult, ...]
+
+
+def rng_for(seed: int, *keys: str) -> random.Random:
+    """An independent, reproducible random stream for one part of the corpus."""
+    return random.Random("/".join([str(seed), *keys]))
+
+
+def scaled(count: float, scale: float, minimum: int = 2) -> int:
+    return max(minimum, round(count * scale))
+
+
+def make_speakers(
+    rng: random.Random,
+    language: str,
+    split: str,
+    pool: VoicePool,
+    count: int,
+    speaker_id: Callable[[str, int, int], str],
+) -> List[Speaker]:
+    """``count`` distinct voice/pitch/speed combinations, cycling over the pool's variants."""
+    spec = LANGUAGES[language]
+    combos = {}
+    for variant in pool.variants:
+        options = list(itertools.product(spec.accents, pool.pitches, pool.speeds))
+        rng.shuffle(options)
+        combos[variant] = options
+    speakers = []
+    for index in range(count):
+        variant = pool.variants[index % len(pool.variants)]
+        (base_voice, accent), pitch, speed = combos[variant].pop()
+        voice = f"{base_voice}+{variant}"
+        speakers.append(
+            Speaker(
+                id=speaker_id(voice, pitch, speed),
+                language=language,
+                split=split,
+                espeak_voice=voice,
+                pitch=pitch,
+                speed=speed,
+                gender="female" if variant.startswith("f") else "male",
+                accent=accent,
+                age=rng.choice(_AGES),
+            )
+        )
+    return speakers
+
+
+def synthesise(text: str, speaker: Speaker, sample_rate: int) -> np.ndarray:
+    """espeak-ng speech for ``text``, resampled to ``sample_rate`` (float32 mono)."""
+    command = [
+        "espeak-ng", "-v", speaker.espeak_voice, "-s", str(speaker.speed),
+        "-p", str(speaker.pitch), "--stdout",
+    ]
+    wav = subprocess.run(command, input=text.encode(), capture_output=True, check=True).stdout
+    audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    ratio = Fraction(sample_rate, rate)
+    audio = resample_poly(audio, ratio.numerator, ratio.denominator)
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def initial_word_count(words: Sequence[str], speed: int, target: float) -> int:
+    budget = target * CHARS_PER_SECOND_AT_175 * speed / 175.0
+    total = 0
+    for count, word in enumerate(words, start=1):
+        total += len(word) + 1
+        if total >= budget:
+            return count
+    return len(words)
+
+
+def render_segment(segment: SegmentSpec, sample_rate: int) -> Tuple[int, np.ndarray]:
+    """Speak a prefix of the candidate words, aiming at the target, inside the duration range."""
+    low, high = segment.duration_range
+    target, most = segment.target_duration, len(segment.words)
+    count = initial_word_count(segment.words, segment.speaker.speed, target)
+    for attempt in range(20):
+        audio = synthesise(" ".join(segment.words[:count]), segment.speaker, sample_rate)
+        duration = len(audio) / sample_rate
+        guess = count * target / duration
+        if attempt == 0 and min(most, max(1, round(guess))) != count:
+            # One proportional step towards the target: the first estimate
+            # ignores how each voice paces its words.
+            count = min(most, max(1, round(guess)))
+            continue
+        if low <= duration <= high:
+            return count, audio
+        if duration > high:
+            count = max(1, min(count - 1, math.floor(guess)))
+        else:
+            count = min(most, max(count + 1, math.ceil(guess)))
+    raise RuntimeError(
+        f"Could not fit {segment.speaker.espeak_voice} speech into {segment.duration_range} s"
+    )
+
+
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int, codec: str) -> None:
+    """Encode deterministically: same samples in, same bytes out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if codec == "mp3":
+        # Variable bit rate around 50 kbit/s: real clips are 48 kHz mono at similar rates.
+        sf.write(
+            path, audio, sample_rate, format="MP3", subtype="MPEG_LAYER_III",
+            bitrate_mode="VARIABLE", compression_level=0.9,
+        )
+    elif codec == "flac":
+        sf.write(path, audio, sample_rate, format="FLAC", subtype="PCM_16")
+    elif codec == "ogg":
+        # libsndfile gives each Ogg stream a time-seeded serial number; ffmpeg's
+        # bitexact mode does not, so its output is reproducible byte for byte.
+        pcm = (audio * 32767.0).round().astype("<i2").tobytes()
+        subprocess.run(
+            [
+                "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
+                "-c:a", "libvorbis", "-q:a", "4", "-map_metadata", "-1",
+                "-fflags", "+bitexact", "-flags:a", "+bitexact", str(path),
+            ],
+            input=pcm,
+            check=True,
+        )
+    else:
+        raise ValueError(f"Unknown codec {codec!r}")
+
+
+def render_clip(out_dir: str, clip: ClipSpec) -> ClipResult:
+    """Synthesise every segment of ``clip``, join them with pauses and write the file."""
+    rate = clip.sample_rate
+    pieces, segments, offset = [], [], 0
+    for segment in clip.segments:
+        pause = np.zeros(round(segment.pause_before * rate), dtype=np.float32)
+        count, audio = render_segment(segment, rate)
+        pieces += [pause, audio]
+        offset += len(pause)
+        segments.append(
+            SegmentResult(segment.words[:count], start=offset / rate, duration=len(audio) / rate)
+        )
+        offset += len(audio)
+    pieces.append(np.zeros(round(clip.pause_after * rate), dtype=np.float32))
+    audio = np.concatenate(pieces)
+    write_audio(Path(out_dir) / clip.path, audio, rate, clip.codec)
+    return ClipResult(duration=len(audio) / rate, segments=tuple(segments))
+
+
+def render_all(out_dir: Path, clips: Sequence[ClipSpec], num_jobs: int, desc: str) -> List[ClipResult]:
+    work = functools.partial(render_clip, str(out_dir))
+    progress = functools.partial(tqdm, total=len(clips), desc=desc, unit="file")
+    if num_jobs <= 1:
+        return [work(clip) for clip in progress(clips)]
+    with multiprocessing.get_context("fork").Pool(num_jobs) as pool:
+        return list(progress(pool.imap(work, clips, chunksize=4)))
+
+
+# ---------------------------------------------------------------------------
+# Text
+
+
+class TextSource:
+    """Zipf-distributed word sequences from one language's vocabulary."""
+
+    def __init__(self, language: str) -> None:
+        self.language = language
+        self.sampler = ZipfSampler(load_vocabulary(language, VOCABULARY_SIZE))
+
+    def words(self, rng: random.Random, count: int) -> Tuple[str, ...]:
+        return tuple(self.sampler.sample(rng, count))
+
+    def passage(self, rng: random.Random, count: int) -> Tuple[str, ...]:
+        """At least ``count`` words in sentences of 5-15 words, each closed by a period."""
+        words: List[str] = []
+        while len(words) < count:
+            sentence = self.sampler.sample(rng, rng.randint(5, 15))
+            words += sentence[:-1] + [sentence[-1] + "."]
+        return tuple(words)
+
+    def lm_sentences(
+        self, rng: random.Random, count: int, exclude: Iterable[Tuple[str, ...]]
+    ) -> List[Tuple[str, ...]]:
+        """``count`` sentences of 3-15 words, none equal to an excluded word sequence."""
+        excluded = {tuple(word.rstrip(".") for word in words) for words in exclude}
+        sentences = []
+        while len(sentences) < count:
+            sentence = tuple(self.sampler.sample(rng, rng.randint(3, 15)))
+            if sentence not in excluded:
+                sentences.append(sentence)
+        return sentences
+
+
+@functools.lru_cache(maxsize=None)
+def text_source(language: str) -> TextSource:
+    return TextSource(language)
+
+
+def labelled_segment(rng: random.Random, text: TextSource, speaker: Speaker, **kwargs) -> SegmentSpec:
+    return SegmentSpec(
+        speaker=speaker,
+        words=text.words(rng, 40),
+        target_duration=rng.uniform(1.5, 7.0),
+        duration_range=LABELLED_RANGE,
+        **kwargs,
+    )
+
+
+def hex_client_id(language: str) -> Callable[[str, int, int], str]:
+    """Common Voice style client ids: 128 hex digits, a function of the voice."""
+    return lambda voice, pitch, speed: hashlib.sha512(
+        f"{language}/{voice}/{pitch}/{speed}".encode()
+    ).hexdigest()
+
+
+def numeric_ids(start: int) -> Callable[[str, int, int], str]:
+    counter = itertools.count(start)
+    return lambda voice, pitch, speed: str(next(counter))
+
+
+# ---------------------------------------------------------------------------
+# Output helpers
+
+
+def write_lines(path: Path, lines: Iterable[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(line + "\n" for line in lines)
+
+
+def write_table(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]], sep: str = "\t") -> None:
+    write_lines(path, [sep.join(header)] + [sep.join(str(v) for v in row) for row in rows])
+
+
+def write_gzip_table(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]], sep: str) -> None:
+    """Gzip with a zero timestamp and no embedded name, so the bytes are reproducible."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(sep.join(str(v) for v in row) + "\n" for row in [header, *rows])
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+        f.write(text.encode("utf-8"))
+
+
+def write_speakers(path: Path, speakers: Iterable[Speaker]) -> None:
+    header = ("speaker_id", "language", "split", "espeak_voice", "pitch", "speed", "gender", "accent")
+    rows = [
+        (s.id, s.language, s.split, s.espeak_voice, s.pitch, s.speed, s.gender, s.accent)
+        for s in speakers
+    ]
+    write_table(path, header, rows)
+
+
+Summary = Dict[Tuple[str, str, str], float]  # (part, language, split) -> seconds
+
+
+# ---------------------------------------------------------------------------
+# Common Voice
+
+CV_HEADER = (
+    "client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes",
+    "down_votes", "age", "gender", "accents", "variant", "locale", "segment",
+)
+CV_GENDER = {"male": "male_masculine", "female": "female_feminine"}
+
+
+@dataclass(frozen=True)
+class CvClip:
+    spec: ClipSpec
+    language: str
+    split: str
+    final_period: bool
+
+
+def plan_commonvoice(seed: int, scale: float) -> Tuple[List[CvClip], List[Speaker]]:
+    clips, all_speakers = [], []
+    for language in CV_LANGUAGES:
+        text = text_source(language)
+        number = itertools.count(30000000 + 1000000 * CV_LANGUAGES.index(language))
+        splits = (
+            ("train", TRAIN_VOICES, CV_TRAIN_CLIPS * LANGUAGES[language].resource),
+            ("dev", DEV_VOICES, CV_EVAL_CLIPS),
+            ("test", TEST_VOICES, CV_EVAL_CLIPS),
+        )
+        for split, pool, base_count in splits:
+            rng = rng_for(seed, "commonvoice", language, split)
+            count = scaled(base_count, scale)
+            per_speaker = 25 if split == "train" else 6
+            speakers = make_speakers(
+                rng, language, split, pool, max(2, count // per_speaker), hex_client_id(language)
+            )
+            all_speakers += speakers
+            for _ in range(count):
+                segment = labelled_segment(rng, text, rng.choice(speakers))
+                path = f"{language}/clips/common_voice_{language}_{next(number)}.mp3"
+                spec = ClipSpec(path, 48000, "mp3", (segment,))
+                clips.append(CvClip(spec, language, split, final_period=rng.random() < 0.6))
+    return clips, all_speakers
+
+
+def build_commonvoice(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
+    clips, speakers = plan_commonvoice(seed, scale)
+    results = render_all(out, [c.spec for c in clips], num_jobs, "commonvoice")
+    summary: Summary = defaultdict(float)
+    for language in CV_LANGUAGES:
+        lang_dir = out / language
+        rows: Dict[str, list] = defaultdict(list)
+        durations, spoken = [], []
+        for clip, result in zip(clips, results):
+            if clip.language != language:
+                continue
+            words = result.segments[0].words
+            spoken.append(words)
+            sentence = written_sentence(words, language, clip.final_period)
+            speaker = clip.spec.segments[0].speaker
+            name = Path(clip.spec.path).name
+            rows[clip.split].append((
+                speaker.id, name, hashlib.sha256(sentence.encode()).hexdigest(), sentence, "",
+                2, 0, speaker.age, CV_GENDER[speaker.gender], speaker.accent, "", language, "",
+            ))
+            durations.append((name, round(result.duration * 1000)))
+            summary[("commonvoice", language, clip.split)] += result.duration
+        for split in ("train", "dev", "test"):
+            write_table(lang_dir / f"{split}.tsv", CV_HEADER, rows[split])
+        write_table(lang_dir / "validated.tsv", CV_HEADER, rows["train"] + rows["dev"] + rows["test"])
+        for split in ("invalidated", "other"):
+            write_table(lang_dir / f"{split}.tsv", CV_HEADER, [])
+        write_table(lang_dir / "clip_durations.tsv", ("clip", "duration[ms]"), durations)
+
+        text = text_source(language)
+        lm = text.lm_sentences(
+            rng_for(seed, "commonvoice", language, "lm"), scaled(CV_LM_SENTENCES, scale, 20), spoken
+        )
+        lm_rng = rng_for(seed, "commonvoice", language, "lm-case")
+        lm_text = [written_sentence(words, language, lm_rng.random() < 0.6) for words in lm]
+        write_lines(lang_dir / "lm_text.txt", lm_text)
+        used: Dict[str, int] = defaultdict(int)
+        for row in rows["train"] + rows["dev"] + rows["test"]:
+            used[row[3]] += 1
+        sentences = list(used.items()) + [(s, 0) for s in lm_text if s not in used]
+        write_table(
+            lang_dir / "validated_sentences.tsv",
+            ("sentence_id", "sentence", "sentence_domain", "source", "is_used", "clips_count"),
+            [
+                (hashlib.sha256(s.encode()).hexdigest(), s, "", "mini-corpus", 1, n)
+                for s, n in sentences
+            ],
+        )
+    write_speakers(out / "mini_speakers_commonvoice.tsv", speakers)
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# VoxPopuli
+
+VP_ASR_HEADER = (
+    "id_", "paragraph_id", "session_id", "speaker_id", "original_text", "normed_text",
+    "decoded", "start_time", "end_time", "cer", "wer", "vad", "split", "gender",
+)
+
+
+def plenary_date(rng: random.Random) -> str:
+    return f"{rng.randint(2009, 2020)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+
+
+@dataclass(frozen=True)
+class VpSession:
+    spec: ClipSpec
+    language: str
+    split: str
+    session_id: str
+
+
+@dataclass(frozen=True)
+class VpUnlabelled:
+    spec: ClipSpec
+    language: str
+
+
+def plan_voxpopuli(seed: int, scale: float) -> Tuple[List[VpSession], List[VpUnlabelled], List[Speaker]]:
+    sessions, unlabelled, all_speakers = [], [], []
+    session_number = itertools.count(1)
+    speaker_id = numeric_ids(1000)
+    for language in VP_TRANSCRIBED_LANGUAGES:
+        text = text_source(language)
+        splits = (
+            ("train", TRAIN_VOICES, VP_TRAIN_SEGMENTS * LANGUAGES[language].resource),
+            ("dev", DEV_VOICES, VP_EVAL_SEGMENTS),
+            ("test", TEST_VOICES, VP_EVAL_SEGMENTS),
+        )
+        for split, pool, base_count in splits:
+            rng = rng_for(seed, "voxpopuli", language, split)
+            remaining = scaled(base_count, scale)
+            speakers = make_speakers(rng, language, split, pool, max(2, remaining // 8), speaker_id)
+            all_speakers += speakers
+            while remaining:
+                size = min(remaining, rng.randint(4, 12))
+                remaining -= size
+                segments = tuple(
+                    labelled_segment(
+                        rng, text, rng.choice(speakers),
+                        pause_before=rng.uniform(1.0, 3.0) if i == 0 else rng.uniform(0.3, 1.5),
+                    )
+                    for i in range(size)
+                )
+                date = plenary_date(rng)
+                session_id = f"{date}-0900-PLENARY-{next(session_number)}"
+                path = f"raw_audios/{language}/{date[:4]}/{session_id}_{language}.ogg"
+                spec = ClipSpec(path, 16000, "ogg", segments, pause_after=rng.uniform(1.0, 3.0))
+                sessions.append(VpSession(spec, language, split, session_id))
+    for language in VP_UNLABELLED_LANGUAGES:
+        text = text_source(language)
+        rng = rng_for(seed, "voxpopuli", language, "unlabelled")
+        remaining = scaled(VP_UNLABELLED_SEGMENTS, scale, minimum=1)
+        speakers = make_speakers(
+            rng, language, "unlabelled", UNLABELLED_VOICES, max(2, remaining // 3), speaker_id
+        )
+        all_speakers += speakers
+        while remaining:
+            size = min(remaining, rng.randint(1, 6))
+            remaining -= size
+            date = plenary_date(rng)
+            event_id = f"{date}-0900-PLENARY-{next(session_number)}_{language}"
+            for segment_no in range(size):
+                segment = SegmentSpec(
+                    speaker=rng.choice(speakers),
+                    words=text.passage(rng, 150),
+                    target_duration=rng.uniform(18.0, 32.0),
+                    duration_range=UNLABELLED_RANGE,
+                )
+                path = f"unlabelled_data/{language}/{date[:4]}/{event_id}_{segment_no}.ogg"
+                unlabelled.append(VpUnlabelled(ClipSpec(path, 16000, "ogg", (segment,)), language))
+    return sessions, unlabelled, all_speakers
+
+
+def build_voxpopuli(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
+    sessions, unlabelled, speakers = plan_voxpopuli(seed, scale)
+    specs = [s.spec for s in sessions] + [u.spec for u in unlabelled]
+    results = render_all(out, specs, num_jobs, "voxpopuli")
+    session_results, unlabelled_results = results[: len(sessions)], results[len(sessions):]
+    summary: Summary = defaultdict(float)
+    for language in VP_TRANSCRIBED_LANGUAGES:
+        rows, spoken = [], []
+        for session, result in zip(sessions, session_results):
+            if session.language != language:
+                continue
+            for number, (spec, segment) in enumerate(zip(session.spec.segments, result.segments)):
+                start, end = round(segment.start, 3), round(segment.start + segment.duration, 3)
+                normed = normalised_text(segment.words)
+                rows.append((
+                    number, f"{session.session_id}_{language}_{number}", session.session_id,
+                    spec.speaker.id, written_sentence(segment.words, language, final_period=True),
+                    normed, normed, start, end, 0.0, 0.0, json.dumps([[start, end]]),
+                    session.split, spec.speaker.gender,
+                ))
+                spoken.append(segment.words)
+                summary[("voxpopuli", language, session.split)] += segment.duration
+        write_gzip_table(
+            out / "transcribed_data" / language / f"asr_{language}.tsv.gz", VP_ASR_HEADER, rows, "|"
+        )
+        lm = text_source(language).lm_sentences(
+            rng_for(seed, "voxpopuli", language, "lm"), scaled(VP_LM_SENTENCES, scale, 20), spoken
+        )
+        write_lines(out / "lm_data" / language / "sentences.txt", [normalised_text(s) for s in lm])
+    for language in VP_UNLABELLED_LANGUAGES:
+        rows = []
+        for item, result in zip(unlabelled, unlabelled_results):
+            if item.language == language:
+                rows.append((
+                    Path(item.spec.path).stem, item.spec.segments[0].speaker.id,
+                    written_passage(result.segments[0].words, language),
+                ))
+                summary[("voxpopuli-unlabelled", language, "-")] += result.duration
+        write_table(
+            out / "unlabelled_data" / language / "reference_transcripts.tsv",
+            ("id", "speaker_id", "text"), rows,
+        )
+    write_speakers(out / "mini_speakers_voxpopuli.tsv", speakers)
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# LibriSpeech
+
+
+@dataclass(frozen=True)
+class LsUtterance:
+    spec: ClipSpec
+    split: str
+    utterance_id: str
+
+
+def plan_librispeech(seed: int, scale: float) -> Tuple[List[LsUtterance], List[Speaker]]:
+    text = text_source("en")
+    speaker_id = numeric_ids(100)
+    chapter_number = itertools.count(10000)
+    utterances, all_speakers = [], []
+    for split, (base_count, pool) in LS_SPLITS.items():
+        rng = rng_for(seed, "librispeech", split)
+        count = scaled(base_count, scale)
+        per_speaker = 30 if split.startswith("train") else 20
+        speakers = make_speakers(rng, "en", split, pool, max(2, count // per_speaker), speaker_id)
+        all_speakers += speakers
+        chapters = {s.id: [next(chapter_number) for _ in range(rng.randint(1, 2))] for s in speakers}
+        next_index: Dict[Tuple[str, int], int] = defaultdict(int)
+        for _ in range(count):
+            speaker = rng.choice(speakers)
+            chapter = rng.choice(chapters[speaker.id])
+            utterance_id = f"{speaker.id}-{chapter}-{next_index[speaker.id, chapter]:04d}"
+            next_index[speaker.id, chapter] += 1
+            path = f"LibriSpeech/{split}/{speaker.id}/{chapter}/{utterance_id}.flac"
+            segment = labelled_segment(rng, text, speaker)
+            utterances.append(LsUtterance(ClipSpec(path, 16000, "flac", (segment,)), split, utterance_id))
+    return utterances, all_speakers
+
+
+def build_librispeech(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
+    utterances, speakers = plan_librispeech(seed, scale)
+    results = render_all(out, [u.spec for u in utterances], num_jobs, "librispeech")
+    summary: Summary = defaultdict(float)
+    transcripts: Dict[Path, List[str]] = defaultdict(list)
+    for utterance, result in zip(utterances, results):
+        words = result.segments[0].words
+        chapter_dir = (out / utterance.spec.path).parent
+        transcripts[chapter_dir].append(f"{utterance.utterance_id} {librispeech_text(words)}")
+        summary[("librispeech", "en", utterance.split)] += result.duration
+    for chapter_dir, lines in transcripts.items():
+        speaker, chapter = chapter_dir.parent.name, chapter_dir.name
+        write_lines(chapter_dir / f"{speaker}-{chapter}.trans.txt", sorted(lines))
+    lm = text_source("en").lm_sentences(
+        rng_for(seed, "librispeech", "lm"),
+        scaled(LS_LM_SENTENCES, scale, 20),
+        [r.segments[0].words for r in results],
+    )
+    write_lines(out / "librispeech-lm-norm.txt", [librispeech_text(s) for s in lm])
+    write_speakers(out / "mini_speakers_librispeech.tsv", speakers)
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# Driver
+
+BUILDERS = {
+    "commonvoice": build_commonvoice,
+    "voxpopuli": build_voxpopuli,
+    "librispeech": build_librispeech,
+}
+
+
+def layout_outputs(out: Path, layout: str) -> List[Path]:
+    """Everything a layout writes, removed before it is written again."""
+    own = {
+        "commonvoice": [out / language for language in CV_LANGUAGES],
+        "voxpopuli": [out / d for d in ("raw_audios", "transcribed_data", "unlabelled_data", "lm_data")],
+        "librispeech": [out / "LibriSpeech", out / "librispeech-lm-norm.txt"],
+    }[layout]
+    return own + [out / f"mini_speakers_{layout}.tsv"]
+
+
+def log_summary(layout: str, summary: Summary, wall_seconds: float) -> None:
+    totals: Dict[str, float] = defaultdict(float)
+    for (part, language, split), seconds in sorted(summary.items()):
+        logger.info("%-22s %-3s %-16s %7.3f h", part, language, split, seconds / 3600)
+        totals[part] += seconds
+    for part, seconds in totals.items():
+        logger.info("%-22s total %.3f h", part, seconds / 3600)
+    logger.info("%s mini corpus written in %.1f s", layout, wall_seconds)
+
+
+def make_mini_corpus(
+    layout: str, out_dir: Path, seed: int = 0, scale: float = 1.0, num_jobs: int = 2
+) -> Summary:
+    """Write the ``layout`` mini corpus under ``out_dir``; a no-op if already complete.
+
+    Returns seconds of audio per (part, language, split); empty when skipped.
+    """
+    if layout not in BUILDERS:
+        raise ValueError(f"Unknown layout {layout!r}; choose from {LAYOUTS}")
+    out_dir = Path(out_dir)
+    marker = out_dir / f".done-{layout}"
+    settings = {"layout": layout, "seed": seed, "scale": scale, "version": FORMAT_VERSION}
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        logger.info("%s exists with the same settings; skipping.", marker)
+        return {}
+    marker.unlink(missing_ok=True)
+    for path in layout_outputs(out_dir, layout):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    summary = BUILDERS[layout](out_dir, seed, scale, num_jobs)
+    log_summary(layout, summary, time.time() - start)
+    marker.write_text(json.dumps(settings, sort_keys=True) + "\n")
+    return summary
+
+
+def get_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layout", required=True, choices=LAYOUTS)
+    parser.add_argument("--out", required=True, type=Path, help="corpus root to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 gives ~5 h of Common Voice audio")
+    parser.add_argument("--num-jobs", type=int, default=2)
+    return parser.parse_args()
+
+
+def main() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    args = get_args()
+    make_mini_corpus(args.layout, args.out, args.seed, args.scale, args.num_jobs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The espeak-ng mini corpus, read back by lhotse's own corpus recipes.
+
+Tiny corpora are written with the command-line tool and then prepared exactly as
+a recipe prepares the real corpus: ``prepare_commonvoice``, ``prepare_voxpopuli``,
+``prepare_librispeech`` and ``local/prepare_voxpopuli_unlabelled.py``. Word
+membership is checked against wordfreq itself, not against the generator's lists.
+"""
+from __future__ import annotations
+
+import csv
+import filecmp
+import gzip
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import wordfreq
+from lhotse import load_manifest
+from lhotse.recipes import prepare_commonvoice, prepare_librispeech, prepare_voxpopuli
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "local"))
+import make_mini_corpus as mmc  # noqa: E402
+from prepare_voxpopuli_unlabelled import prepare_voxpopuli_unlabelled  # noqa: E402
+
+SCALE = 0.01
+CV_LANGS = {"en", "de", "fr", "es", "it", "el", "ru"}
+VP_TRANSCRIBED = {"en", "de", "fr", "es", "it"}
+VP_UNLABELLED = {"en", "de", "fr", "es", "it", "el"}
+LS_SPLITS = {"train-clean-100", "dev-clean", "dev-other", "test-clean", "test-other"}
+
+
+def make_corpus(layout: str, out: Path, seed: int = 0, scale: float = SCALE) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, str(ROOT / "local" / "make_mini_corpus.py"), "--layout", layout,
+        "--out", str(out), "--seed", str(seed), "--scale", str(scale), "--num-jobs", "2",
+    ]
+    return subprocess.run(command, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mini")
+    for layout in ("commonvoice", "voxpopuli", "librispeech"):
+        make_corpus(layout, out)
+    return out
+
+
+def reference_words(language: str) -> set:
+    """wordfreq's top words, Greek final sigma written as in running text."""
+    words = wordfreq.top_n_list(language, 6000)
+    if language == "el":
+        words = [w[:-1] + "ς" if w.endswith("σ") else w for w in words]
+    return set(words)
+
+
+def assert_real_words(text: str, language: str) -> None:
+    vocabulary = reference_words(language)
+    words = text.rstrip(".").replace(". ", " ").split(" ")
+    assert words and all(w.lower() in vocabulary for w in words), (language, text)
+    assert not any(w.lower() in {"l", "d"} for w in words if language == "fr"), text
+    assert not any(w.endswith("σ") for w in words), text
+
+
+def assert_disjoint_speakers(speakers_by_split: dict) -> None:
+    splits = sorted(speakers_by_split)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1:]:
+            assert not speakers_by_split[a] & speakers_by_split[b], (a, b)
+
+
+def voice_variants_by_split(corpus: Path, layout: str) -> dict:
+    variants = defaultdict(set)
+    with open(corpus / f"mini_speakers_{layout}.tsv") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            variants[row["language"], row["split"]].add(row["espeak_voice"].split("+")[1])
+    return variants
+
+
+def test_commonvoice_layout_read_by_lhotse(corpora, tmp_path, monkeypatch):
+    # lhotse scans files in a spawned process pool per split; threads do the same work
+    # without paying for 21 interpreter start-ups.
+    import lhotse.recipes.commonvoice as cv_recipe
+
+    monkeypatch.setattr(
+        cv_recipe, "ProcessPoolExecutor", lambda max_workers, mp_context: ThreadPoolExecutor(max_workers)
+    )
+    manifests = prepare_commonvoice(corpora, tmp_path, languages=sorted(CV_LANGS))
+    assert set(manifests) == CV_LANGS
+    for language, parts in manifests.items():
+        assert set(parts) == {"train", "dev", "test"}
+        speakers = {}
+        for split, pair in parts.items():
+            recordings, supervisions = pair["recordings"], pair["supervisions"]
+            with open(corpora / language / f"{split}.tsv") as f:
+                assert len(recordings) == len(supervisions) == sum(1 for _ in f) - 1 > 0
+            for sup in supervisions:
+                assert sup.language == language
+                assert 1.0 <= sup.duration <= 8.0
+                assert_real_words(sup.text, language)
+                assert sup.text[0] == sup.text[0].upper()
+            speakers[split] = {s.speaker for s in supervisions}
+            recording = next(iter(recordings))
+            audio = recording.load_audio()
+            assert recording.sampling_rate == 48000
+            assert audio.shape == (1, recording.num_samples)
+            assert abs(audio).max() > 0.05
+        assert_disjoint_speakers(speakers)
+
+        spoken = {s.text.rstrip(".").lower() for p in parts.values() for s in p["supervisions"]}
+        lm_lines = (corpora / language / "lm_text.txt").read_text().splitlines()
+        assert lm_lines and not {line.rstrip(".").lower() for line in lm_lines} & spoken
+        for line in lm_lines[:50]:
+            assert_real_words(line, language)
+
+    variants = voice_variants_by_split(corpora, "commonvoice")
+    for language in CV_LANGS:
+        assert_disjoint_speakers({split: variants[language, split] for split in ("train", "dev", "test")})
+
+
+def test_commonvoice_sizes_follow_resource_levels():
+    clips, _ = mmc.plan_commonvoice(seed=0, scale=1.0)
+    train = defaultdict(int)
+    for clip in clips:
+        if clip.split == "train":
+            train[clip.language] += 1
+    counts = sorted(train.values())
+    assert len(set(counts)) == len(counts) == len(CV_LANGS)  # every language differs
+    assert max(train, key=train.get) == "en"
+    assert 0.1 <= train["el"] / train["en"] <= 0.15  # about one eighth
+
+
+def test_voxpopuli_transcribed_read_by_lhotse(corpora, tmp_path):
+    for language in sorted(VP_TRANSCRIBED):
+        # The official scripts download this annotation file; lhotse looks for it in its output dir.
+        shutil.copy(corpora / "transcribed_data" / language / f"asr_{language}.tsv.gz", tmp_path)
+        manifests = prepare_voxpopuli(corpora, tmp_path, task="asr", lang=language)
+        with gzip.open(corpora / "transcribed_data" / language / f"asr_{language}.tsv.gz", "rt") as f:
+            expected = sum(1 for _ in f) - 1
+        assert sum(len(p["supervisions"]) for p in manifests.values()) == expected
+        speakers = {}
+        for split, pair in manifests.items():
+            recordings, supervisions = pair["recordings"], pair["supervisions"]
+            assert len(supervisions) > 0
+            for sup in supervisions:
+                assert sup.language == language
+                assert 1.0 <= sup.duration <= 8.0
+                assert sup.text == sup.text.lower()
+                assert_real_words(sup.text, language)
+                assert sup.end <= recordings[sup.recording_id].duration
+            speakers[split] = {s.speaker for s in supervisions}
+            sup = next(iter(supervisions))
+            recording = recordings[sup.recording_id]
+            assert recording.sampling_rate == 16000
+            segment = recording.load_audio(offset=sup.start, duration=sup.duration)
+            assert abs(segment.shape[1] - round(sup.duration * 16000)) <= 1
+            assert abs(segment).max() > 0.05
+        assert_disjoint_speakers(speakers)
+
+
+def test_voxpopuli_unlabelled_script(corpora, tmp_path):
+    out = tmp_path / "manifests"
+    subprocess.run(
+        [
+            sys.executable, str(ROOT / "local" / "prepare_voxpopuli_unlabelled.py"),
+            "--corpus-dir", str(corpora), "--output-dir", str(out), "--languages", "auto",
+        ],
+        check=True, capture_output=True,
+    )
+    languages = {p.name.split("_")[-1].split(".")[0] for p in out.glob("*_recordings_*.jsonl.gz")}
+    assert languages == VP_UNLABELLED  # Russian is Common Voice only
+    for language in VP_UNLABELLED:
+        recordings = load_manifest(out / f"voxpopuli-unlabelled_recordings_{language}.jsonl.gz")
+        supervisions = load_manifest(out / f"voxpopuli-unlabelled_supervisions_{language}.jsonl.gz")
+        files = sorted((corpora / "unlabelled_data" / language).rglob("*.ogg"))
+        assert sorted(r.id for r in recordings) == [f.stem for f in files]
+        for sup in supervisions:
+            assert sup.language == language and sup.text == "" and sup.custom["unlabelled"]
+            assert 15.0 <= sup.duration <= 35.0
+            assert sup.duration == recordings[sup.recording_id].duration
+        recording = next(iter(recordings))
+        assert recording.sampling_rate == 16000
+        assert recording.load_audio().shape == (1, recording.num_samples)
+
+
+def test_voxpopuli_unlabelled_skips_unreadable_files(corpora, tmp_path):
+    language_dir = tmp_path / "unlabelled_data" / "el" / "2020"
+    language_dir.mkdir(parents=True)
+    good = next((corpora / "unlabelled_data" / "el").rglob("*.ogg"))
+    shutil.copy(good, language_dir)
+    (language_dir / "20200101-0900-PLENARY-1_el_0.ogg").write_bytes(b"not an ogg file" * 100)
+    (language_dir / "20200101-0900-PLENARY-1_el_1.ogg").write_bytes(good.read_bytes()[:300])
+    result = prepare_voxpopuli_unlabelled(tmp_path, languages=["el"], check_decode=True)["el"]
+    assert [r.id for r in result.recordings] == [good.stem]
+    assert sorted(result.unreadable) == ["20200101-0900-PLENARY-1_el_0", "20200101-0900-PLENARY-1_el_1"]
+
+
+def test_librispeech_read_by_lhotse(corpora, tmp_path):
+    manifests = prepare_librispeech(corpora / "LibriSpeech", tmp_path)
+    assert set(manifests) == LS_SPLITS
+    speakers = {}
+    for split, pair in manifests.items():
+        recordings, supervisions = pair["recordings"], pair["supervisions"]
+        assert len(supervisions) == len(recordings) > 0
+        for sup in supervisions:
+            assert sup.language == "English"
+            assert 1.0 <= sup.duration <= 8.0
+            assert sup.text == sup.text.upper() and "." not in sup.text
+            assert_real_words(sup.text, "en")
+        speakers[split] = {s.speaker for s in supervisions}
+        recording = next(iter(recordings))
+        assert recording.sampling_rate == 16000
+        assert recording.load_audio().shape == (1, recording.num_samples)
+    assert_disjoint_speakers(speakers)
+    variants = voice_variants_by_split(corpora, "librispeech")
+    assert not variants["en", "train-clean-100"] & (variants["en", "dev-clean"] | variants["en", "test-clean"])
+    lm = (corpora / "librispeech-lm-norm.txt").read_text().splitlines()
+    assert lm and all(line == line.upper() for line in lm)
+
+
+def test_same_seed_gives_identical_files(corpora, tmp_path):
+    again = tmp_path / "again"
+    make_corpus("librispeech", again)
+    compared = 0
+    for path in sorted(again.rglob("*")):
+        if path.is_file():
+            assert filecmp.cmp(path, corpora / path.relative_to(again), shallow=False), path
+            compared += 1
+    assert compared > 20
+
+
+@pytest.mark.parametrize(
+    "plan", [mmc.plan_commonvoice, mmc.plan_voxpopuli, mmc.plan_librispeech], ids=lambda f: f.__name__
+)
+def test_plans_and_encoded_bytes_depend_only_on_the_seed(plan, tmp_path):
+    first, *rest = plan(seed=3, scale=SCALE)
+    assert (first, *rest) == plan(seed=3, scale=SCALE)
+    assert first != plan(seed=4, scale=SCALE)[0]
+    spec = first[0].spec  # an MP3 clip, an Ogg session of several speakers, a FLAC file
+    results = [mmc.render_clip(str(tmp_path / name), spec) for name in ("a", "b")]
+    assert results[0] == results[1]
+    assert (tmp_path / "a" / spec.path).read_bytes() == (tmp_path / "b" / spec.path).read_bytes()
+
+
+def test_rerun_with_same_arguments_is_skipped(corpora):
+    transcript = next((corpora / "LibriSpeech").rglob("*.trans.txt"))
+    before = transcript.stat().st_mtime_ns
+    result = make_corpus("librispeech", corpora)
+    assert "skipping" in result.stderr
+    assert transcript.stat().st_mtime_ns == before
