@@ -55,10 +55,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mini_corpus_text import (  # noqa: E402
-    ZipfSampler,
+    TextSource,
     librispeech_text,
-    load_vocabulary,
     normalised_text,
+    text_source,
     written_passage,
     written_sentence,
 )
@@ -67,7 +67,6 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS = ("commonvoice", "voxpopuli", "librispeech")
 FORMAT_VERSION = 1
-VOCABULARY_SIZE = 3000
 
 # Durations in seconds. Labelled speech is fitted 10 ms inside 1-8 s so that
 # annotation times rounded to milliseconds still describe a 1-8 s segment.
@@ -335,46 +334,6 @@ def render_all(out_dir: Path, clips: Sequence[ClipSpec], num_jobs: int, desc: st
         return [work(clip) for clip in progress(clips)]
     with multiprocessing.get_context("fork").Pool(num_jobs) as pool:
         return list(progress(pool.imap(work, clips, chunksize=4)))
-
-
-# ---------------------------------------------------------------------------
-# Text
-
-
-class TextSource:
-    """Zipf-distributed word sequences from one language's vocabulary."""
-
-    def __init__(self, language: str) -> None:
-        self.language = language
-        self.sampler = ZipfSampler(load_vocabulary(language, VOCABULARY_SIZE))
-
-    def words(self, rng: random.Random, count: int) -> Tuple[str, ...]:
-        return tuple(self.sampler.sample(rng, count))
-
-    def passage(self, rng: random.Random, count: int) -> Tuple[str, ...]:
-        """At least ``count`` words in sentences of 5-15 words, each closed by a period."""
-        words: List[str] = []
-        while len(words) < count:
-            sentence = self.sampler.sample(rng, rng.randint(5, 15))
-            words += sentence[:-1] + [sentence[-1] + "."]
-        return tuple(words)
-
-    def lm_sentences(
-        self, rng: random.Random, count: int, exclude: Iterable[Tuple[str, ...]]
-    ) -> List[Tuple[str, ...]]:
-        """``count`` sentences of 3-15 words, none equal to an excluded word sequence."""
-        excluded = {tuple(word.rstrip(".") for word in words) for words in exclude}
-        sentences = []
-        while len(sentences) < count:
-            sentence = tuple(self.sampler.sample(rng, rng.randint(3, 15)))
-            if sentence not in excluded:
-                sentences.append(sentence)
-        return sentences
-
-
-@functools.lru_cache(maxsize=None)
-def text_source(language: str) -> TextSource:
-    return TextSource(language)
 
 
 def labelled_segment(rng: random.Random, text: TextSource, speaker: Speaker, **kwargs) -> SegmentSpec:

@@ -10,10 +10,11 @@ where the spelling is ``ς``).
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import random
 import re
-from typing import Dict, List, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import wordfreq
 
@@ -108,6 +109,41 @@ class ZipfSampler:
             self.vocabulary[bisect.bisect_right(self._cumulative, rng.random() * total)]
             for _ in range(count)
         ]
+
+
+class TextSource:
+    """Zipf-distributed word sequences from one language's vocabulary."""
+
+    def __init__(self, language: str, vocabulary_size: int = 3000) -> None:
+        self.sampler = ZipfSampler(load_vocabulary(language, vocabulary_size))
+
+    def words(self, rng: random.Random, count: int) -> Tuple[str, ...]:
+        return tuple(self.sampler.sample(rng, count))
+
+    def passage(self, rng: random.Random, count: int) -> Tuple[str, ...]:
+        """At least ``count`` words in sentences of 5-15 words, each closed by a period."""
+        words: List[str] = []
+        while len(words) < count:
+            sentence = self.sampler.sample(rng, rng.randint(5, 15))
+            words += sentence[:-1] + [sentence[-1] + "."]
+        return tuple(words)
+
+    def lm_sentences(
+        self, rng: random.Random, count: int, exclude: Iterable[Tuple[str, ...]]
+    ) -> List[Tuple[str, ...]]:
+        """``count`` sentences of 3-15 words, none equal to an excluded word sequence."""
+        excluded = {tuple(word.rstrip(".") for word in words) for words in exclude}
+        sentences = []
+        while len(sentences) < count:
+            sentence = tuple(self.sampler.sample(rng, rng.randint(3, 15)))
+            if sentence not in excluded:
+                sentences.append(sentence)
+        return sentences
+
+
+@functools.lru_cache(maxsize=None)
+def text_source(language: str) -> TextSource:
+    return TextSource(language)
 
 
 def _capitalise_first(text: str) -> str:
