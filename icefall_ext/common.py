@@ -21,6 +21,15 @@ def str2bool(v: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {v!r}")
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options that pick a trained model: experiment dir, token table, and which checkpoint(s) to average."""
+    p.add_argument("--exp-dir", type=Path, required=True)
+    p.add_argument("--lang-dir", type=Path, required=True)
+    p.add_argument("--epoch", type=int, default=None, help="last epoch to average (default: the newest)")
+    p.add_argument("--avg", type=int, default=1, help="number of epoch checkpoints to average")
+    p.add_argument("--checkpoint", type=Path, default=None, help="use this checkpoint instead of --epoch/--avg")
+
+
 def setup_logging(log_dir: Optional[Path] = None, name: str = "log", rank: int = 0, verbose: bool = False) -> None:
     """Log to stderr (rank 0) and, when ``log_dir`` is given, to ``log_dir/<name>-<timestamp>[-rank].txt``."""
     fmt = f"%(asctime)s %(levelname)s [%(filename)s:%(lineno)d]{f' (rank {rank})' if rank else ''} %(message)s"

@@ -20,3 +20,40 @@ def espeak_wav(path: Path, text: str, voice: str = "en", speed: int = 160) -> Pa
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+TINY_TEXTS = [
+    ("en", "hello world"), ("en", "good morning"), ("en", "thank you"),
+    ("de", "guten tag"), ("de", "danke schön"), ("de", "bis bald"),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """Six short espeak-ng utterances (en, de) as a prepared corpus: cuts with fbank features, a char lang dir.
+
+    Returns a dict with paths: ``cuts`` (jsonl.gz), ``lang_dir``, and ``texts``.
+    """
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from icefall_ext.data.dataset import write_languages
+    from icefall_ext.data.features import compute_and_store_fbank
+    from icefall_ext.data.tokenizer import CharTokenizer
+
+    d = tmp_path_factory.mktemp("tiny_corpus")
+    recs, sups = [], []
+    for i, (lang, text) in enumerate(TINY_TEXTS):
+        rid = f"{lang}-{i}"
+        wav = espeak_wav(d / f"{rid}.wav", text, lang, speed=170)
+        rec = Recording.from_file(wav, recording_id=rid)
+        recs.append(rec)
+        sups.append(SupervisionSegment(id=rid, recording_id=rid, start=0, duration=rec.duration, text=text,
+                                       language=lang))
+    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs),
+                                 supervisions=SupervisionSet.from_segments(sups)).trim_to_supervisions()
+    cuts, _ = compute_and_store_fbank(cuts, d / "fbank", "tiny", num_jobs=1)
+    cuts.to_file(d / "tiny_cuts.jsonl.gz")
+    lang_dir = d / "lang_char"
+    CharTokenizer.build(t for _, t in TINY_TEXTS).save(lang_dir)
+    write_languages(["de", "en"], lang_dir / "languages.txt")
+    return {"cuts": d / "tiny_cuts.jsonl.gz", "lang_dir": lang_dir, "texts": [t for _, t in TINY_TEXTS], "dir": d}

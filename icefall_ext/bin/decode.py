@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..common import die, setup_logging, str2bool
+from ..common import add_model_args, die, setup_logging, str2bool
 
 logger = logging.getLogger("icefall_ext.decode")
 
@@ -30,11 +30,7 @@ def get_parser() -> argparse.ArgumentParser:
     from ..decode.search import METHODS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp-dir", type=Path, required=True)
-    p.add_argument("--lang-dir", type=Path, required=True)
-    p.add_argument("--epoch", type=int, default=None, help="last epoch to average (default: the newest)")
-    p.add_argument("--avg", type=int, default=1, help="number of epoch checkpoints to average")
-    p.add_argument("--checkpoint", type=Path, default=None, help="decode this checkpoint instead of --epoch/--avg")
+    add_model_args(p)
     p.add_argument("--cuts", nargs="+", required=True, help="NAME=PATH or PATH (name = file stem)")
     p.add_argument("--method", nargs="+", default=["auto"], choices=METHODS)
     p.add_argument("--beam", type=int, default=4)

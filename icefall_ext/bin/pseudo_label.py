@@ -26,18 +26,14 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..common import atomic_write_text, die, setup_logging
+from ..common import add_model_args, atomic_write_text, die, setup_logging
 
 logger = logging.getLogger("icefall_ext.pseudo_label")
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp-dir", type=Path, required=True)
-    p.add_argument("--lang-dir", type=Path, required=True)
-    p.add_argument("--epoch", type=int, default=None)
-    p.add_argument("--avg", type=int, default=1)
-    p.add_argument("--checkpoint", type=Path, default=None)
+    add_model_args(p)
     p.add_argument("--cuts", type=Path, nargs="+", required=True, help="unlabelled cut manifests")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--num-shards", type=int, default=1)

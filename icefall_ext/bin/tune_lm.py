@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import torch
 
-from ..common import atomic_write_text, die, setup_logging
+from ..common import add_model_args, atomic_write_text, die, setup_logging
 
 logger = logging.getLogger("icefall_ext.tune_lm")
 
@@ -28,11 +28,7 @@ def floats(s: str) -> List[float]:
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--exp-dir", type=Path, required=True)
-    p.add_argument("--lang-dir", type=Path, required=True)
-    p.add_argument("--epoch", type=int, default=None)
-    p.add_argument("--avg", type=int, default=1)
-    p.add_argument("--checkpoint", type=Path, default=None)
+    add_model_args(p)
     p.add_argument("--cuts", type=Path, required=True, help="dev set cut manifest")
     p.add_argument("--lm", type=Path, required=True, help="ARPA file")
     p.add_argument("--alphas", type=floats, default=floats("0,0.25,0.5,0.75,1.0,1.5"))

@@ -11,47 +11,30 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from lhotse import CutSet
 
 from ..data.dataset import AsrDataset, make_sampler
 from ..pseudo.slimipl import PseudoLabelCache, SlimIpl, SlimIplSchedule
+from .trainer import EpochEnd, SamplerEpochs
 
 logger = logging.getLogger(__name__)
 
 
-class CutIdStream:
+class CutIdStream(SamplerEpochs):
     """Endless batches of cut ids from a bucketing sampler, epoch after epoch, with resumable position."""
-
-    def __init__(self, sampler) -> None:
-        self.sampler = sampler
-        self.epoch = 1
-        self._it: Optional[Iterator] = None
 
     def __iter__(self) -> "CutIdStream":
         return self
 
     def __next__(self) -> List[str]:
         for _ in range(2):
-            if self._it is None:
-                self.sampler.set_epoch(self.epoch)
-                self._it = iter(self.sampler)
-            try:
-                return [c.id for c in next(self._it)]
-            except StopIteration:
-                self._it = None
-                self.epoch += 1
+            batch = self.next_in_epoch()
+            if batch is not None:
+                return [c.id for c in batch]
         raise RuntimeError("the unlabelled sampler yields no batches (is --slimipl-unlabelled-max-duration too small?)")
-
-    def state_dict(self) -> Dict:
-        return {"epoch": self.epoch, "sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state: Dict) -> None:
-        self.epoch = state["epoch"]
-        self.sampler.load_state_dict(state["sampler"])
-        self._it = None
 
 
 class _LabelledBatches:
@@ -64,8 +47,6 @@ class _LabelledBatches:
         return self
 
     def __next__(self) -> Dict:
-        from .trainer import EpochEnd
-
         for _ in range(2):
             try:
                 return self.source.next(0)[0]

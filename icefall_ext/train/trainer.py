@@ -124,33 +124,29 @@ class EpochEnd(Exception):
     """Raised by a batch source when its labelled data is exhausted (the trainer saves epoch-N.pt)."""
 
 
-class SupervisedSource:
-    """Labelled batches epoch after epoch; ``epoch`` is the number of the epoch in progress (1-based)."""
+class SamplerEpochs:
+    """Batches of a resumable lhotse sampler (or a loader over it), epoch after epoch.
 
-    def __init__(self, sampler, dataset: AsrDataset, num_workers: int = 0) -> None:
+    ``epoch`` is the epoch in progress (1-based); the state is the epoch and the sampler's own position.
+    """
+
+    def __init__(self, sampler, iterable=None) -> None:
         self.sampler = sampler
-        self.loader = make_dataloader(dataset, sampler, num_workers)
+        self.iterable = sampler if iterable is None else iterable
         self.epoch = 1
         self._it: Optional[Iterator] = None
-        self._fresh = False
 
-    def next(self, update: int) -> Tuple[Dict, None, str]:
+    def next_in_epoch(self):
+        """The next batch, or None when the epoch just ended (``epoch`` then moves on)."""
         if self._it is None:
             self.sampler.set_epoch(self.epoch)
-            self._it = iter(self.loader)
-            self._fresh = True
+            self._it = iter(self.iterable)
         try:
-            batch = next(self._it)
-            self._fresh = False
-            return batch, None, "labelled"
+            return next(self._it)
         except StopIteration:
             self._it = None
-            if self._fresh and self.sampler.diagnostics.current_epoch_stats.kept_batches == 0:
-                raise RuntimeError(
-                    f"epoch {self.epoch} has no batches for rank {self.sampler.rank}: too few cuts for "
-                    f"--max-duration and the world size (drop_last drops uneven batches across ranks)")
             self.epoch += 1
-            raise EpochEnd()
+            return None
 
     def state_dict(self) -> Dict:
         return {"epoch": self.epoch, "sampler": self.sampler.state_dict()}
@@ -159,6 +155,23 @@ class SupervisedSource:
         self.epoch = state["epoch"]
         self.sampler.load_state_dict(state["sampler"])
         self._it = None
+
+
+class SupervisedSource(SamplerEpochs):
+    """Labelled batches; the end of each epoch is signalled with :class:`EpochEnd` (the trainer saves epoch-N)."""
+
+    def __init__(self, sampler, dataset: AsrDataset, num_workers: int = 0) -> None:
+        super().__init__(sampler, make_dataloader(dataset, sampler, num_workers))
+
+    def next(self, update: int) -> Tuple[Dict, None, str]:
+        batch = self.next_in_epoch()
+        if batch is not None:
+            return batch, None, "labelled"
+        if self.sampler.diagnostics.stats_per_epoch[self.epoch - 1].kept_batches == 0:
+            raise RuntimeError(
+                f"epoch {self.epoch - 1} has no batches for rank {self.sampler.rank}: too few cuts for "
+                f"--max-duration and the world size (drop_last drops uneven batches across ranks)")
+        raise EpochEnd()
 
 
 def load_cuts(paths: List[str]) -> CutSet:
