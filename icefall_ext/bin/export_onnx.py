@@ -87,6 +87,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         written = export_model(model, config, tokens, out_dir, export_type,
                                decode_chunk_len=args.decode_chunk_len, int8=args.int8)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
+        logger.debug("export failed", exc_info=True)
         die(str(e).splitlines()[0])
     logger.info("wrote %s", " ".join(str(p) for p in written))
 

@@ -9,7 +9,6 @@ utterance so that its last frames fill a window.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -18,14 +17,12 @@ import numpy as np
 from icefall_ext.data.tokenizer import read_tokens_txt
 from icefall_ext.export.onnx_export import EXPORT_TYPES, read_metadata
 
-logger = logging.getLogger(__name__)
-
 STREAMING_TAIL_PADDING_S = 0.66
 SAMPLE_RATE = 16000
 
 
 def detect_export_type(onnx_dir: Path) -> str:
-    """"ctc", "transducer" or "streaming-transducer" from the files in ``onnx_dir``."""
+    """The export type ("ctc", "transducer" or "streaming-transducer") of the files in ``onnx_dir``."""
     onnx_dir = Path(onnx_dir)
     has_ctc, has_encoder = (onnx_dir / "model.onnx").is_file(), (onnx_dir / "encoder.onnx").is_file()
     if has_ctc and has_encoder:

@@ -18,7 +18,6 @@ outputs ``encoder_out`` then the new states in the same order; metadata from ``Z
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -26,8 +25,6 @@ import torch
 from torch import Tensor, nn
 
 from icefall_ext.export.onnx_export import export_decoder_joiner, save_onnx, trace_to_onnx
-
-logger = logging.getLogger(__name__)
 
 # sherpa-onnx allocates the streaming zipformer2 embedding cache with this many channels
 SHERPA_ZIPFORMER_EMBED_CHANNELS = 128
