@@ -84,12 +84,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         model, config, paths = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint)
         export_type = resolve_type(args.type, model)
         tokens = checkpoint_tokens(paths[-1], args.lang_dir)
-        written = export_model(model, config, tokens, out_dir, export_type,
-                               decode_chunk_len=args.decode_chunk_len, int8=args.int8)
+        export_model(model, config, tokens, out_dir, export_type, decode_chunk_len=args.decode_chunk_len,
+                     int8=args.int8)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         logger.debug("export failed", exc_info=True)
         die(str(e).splitlines()[0])
-    logger.info("wrote %s", " ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":
