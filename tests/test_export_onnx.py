@@ -50,7 +50,8 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """24 espeak-ng utterances (en, de) at 16 kHz as cuts with fbank features, a char lang dir, the waveforms."""
+    """24 espeak-ng utterances (en, de) as cuts with fbank features, a char lang dir, and their waveforms
+    resampled to 16 kHz (the samples both sherpa-onnx and PyTorch decode)."""
     from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
     from icefall_ext.data.features import compute_and_store_fbank
@@ -60,9 +61,7 @@ def corpus(tmp_path_factory):
     recs, sups = [], []
     for i, (lang, text) in enumerate(TEXTS):
         rid = f"{lang}-{i:02d}"
-        raw = subprocess.run(["espeak-ng", "-v", lang, "-s", "170", "--stdout", text], check=True,
-                             capture_output=True).stdout
-        subprocess.run(["sox", "-t", "wav", "-", "-r", "16000", str(d / f"{rid}.wav")], input=raw, check=True,
+        subprocess.run(["espeak-ng", "-v", lang, "-s", "170", "-w", str(d / f"{rid}.wav"), text], check=True,
                        capture_output=True)
         rec = Recording.from_file(d / f"{rid}.wav", recording_id=rid)
         recs.append(rec)
