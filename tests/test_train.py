@@ -21,6 +21,10 @@ def train_cmd(corpus, exp_dir, *extra):
             "--threads", "1", *extra]
 
 
+def last_epoch(exp_dir):
+    return max(exp_dir.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+
 def run(cmd, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
     return r
@@ -54,8 +58,7 @@ def test_tiny_model_overfits_and_decodes(tiny_corpus, tmp_path, heads, extra):
     decoded = decode_all(exp, tiny_corpus)
     assert decoded == {t: t for t in tiny_corpus["texts"]}
     ckpt = load_checkpoint(exp / "epoch-1.pt") if (exp / "epoch-1.pt").exists() else None
-    last = sorted(exp.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[-1]
-    state = load_checkpoint(last)
+    state = load_checkpoint(last_epoch(exp))
     assert state["update"] == int(extra[extra.index("--max-updates") + 1]) and state["tokens"][0] == "<blk>"
     assert ckpt is None or ckpt["update"] < state["update"]
 
@@ -80,8 +83,8 @@ def test_resume_after_sigkill_is_exact(tiny_corpus, tmp_path):
     r = run(train_cmd(tiny_corpus, exp, *common))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr
-    a = load_checkpoint(sorted(ref.glob("epoch-*.pt"))[-1])
-    b = load_checkpoint(sorted(exp.glob("epoch-*.pt"))[-1])
+    a = load_checkpoint(last_epoch(ref))
+    b = load_checkpoint(last_epoch(exp))
     assert a["update"] == b["update"] == 30
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
@@ -94,7 +97,7 @@ def test_ddp_two_processes_gloo(tiny_corpus, tmp_path):
     r = run(train_cmd(tiny_corpus, exp, "--world-size", "2", "--max-updates", "40", "--spec-augment", "false",
                       "--max-duration", "3"), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    state = load_checkpoint(max(exp.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1])))
+    state = load_checkpoint(last_epoch(exp))
     assert state["update"] == 40
     assert (exp / "log").is_dir() and any((exp / "log").glob("*-1.txt")), "rank 1 writes its own log"
     # both ranks must have averaged gradients: the loss fell while each rank saw only half of the data

@@ -8,7 +8,7 @@ import torch
 from lhotse import CutSet
 
 from icefall_ext.train.checkpoint import load_checkpoint
-from test_train import train_cmd
+from test_train import last_epoch, train_cmd
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_slimipl_run_and_exact_resume(tiny_corpus, unlabelled, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "starts filling the cache" in r.stderr and "starts mixing" in r.stderr
     assert "ends the cropping warm-up" in r.stderr
-    state = load_checkpoint(max(ref.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1])))
+    state = load_checkpoint(last_epoch(ref))
     src = state["source"]["slimipl"]
     entries = src["cache"]["entries"]
     assert len(entries) == 3
