@@ -149,7 +149,7 @@ def main() -> None:
         "## LibriSpeech transfer: WER (%) after fine-tuning the final model (paper Tables 4-5)", "",
         *librispeech_tables(a.exp), "",
     ]
-    sherpa = load(a.exp / "final-continue" / "sherpa-decode" / "summary.json")
+    sherpa = load(a.exp / "final-continue" / "sherpa-decode" / "summary-test-sherpa-ctc.json")
     torch_s = load(a.exp / "final-continue" / "decode" / "summary-test-ctc-greedy.json")
     if sherpa:
         lines += ["## sherpa-onnx", "",

@@ -274,7 +274,7 @@ if stage 9 "Export to sherpa-onnx and decode CV test with it" exp/.done.export; 
   python -m icefall_ext.bin.export_onnx --exp-dir exp/final-continue --lang-dir $lang --type ctc \
     --out-dir exp/final-continue/onnx
   python -m icefall_ext.bin.sherpa_decode --onnx-dir exp/final-continue/onnx --type ctc \
-    --cuts $fbank/cv_cuts_test.jsonl.gz --out-dir exp/final-continue/sherpa-decode
+    --cuts test=$fbank/cv_cuts_test.jsonl.gz --out-dir exp/final-continue/sherpa-decode
   mark_done exp/.done.export
 fi
 if stage 10 "RESULTS.md and plot" ""; then

@@ -105,7 +105,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from tqdm import tqdm
 
     from ..data.dataset import cut_language
-    from ..data.scoring import score, write_errs, write_recogs
+    from ..data.scoring import score
+    from ..decode.results import write_results
     from ..data.tokenizer import BpeTokenizer, load_tokenizer
     from ..decode.search import decode_encoder_output, resolve_method
     from ..train.checkpoint import load_averaged_model
@@ -164,42 +165,18 @@ def main(argv: Optional[List[str]] = None) -> None:
                         results[m].append((cid, ref, tokenizer.decode(h)))
         elapsed = time.time() - t0
         for m in methods:
-            suffix = f"{name}-{m}{'-lm' if (m == 'ctc-beam' and lm) else ''}{args.tag}"
+            with_lm = bool(lm) and m == "ctc-beam"
             res = results[m]
-            refs, hyps = [r for _, r, _ in res], [h for _, _, h in res]
-            lang_list = [langs[c] for c, _, _ in res]
-            cer = score(refs, hyps, lang_list, unit="char")
-            wer = score(refs, hyps, lang_list, unit="word")
-            write_recogs(out_dir / f"recogs-{suffix}.txt", res)
-            write_errs(out_dir / f"errs-{suffix}.txt", res, cer if metric == "cer" else wer,
-                       unit="char" if metric == "cer" else "word")
-            summary = {
-                "exp_dir": str(args.exp_dir), "checkpoints": ckpt_desc, "set": name, "method": m,
-                "lm": str(args.lm) if (lm and m == "ctc-beam") else None,
-                "alpha": alpha if (lm and m == "ctc-beam") else None,
-                "beta": beta if (lm and m == "ctc-beam") else None,
-                "num_utts": len(res), "hours": audio / 3600, "rtf": elapsed / max(audio, 1e-9),
-                "cer": cer.total.rate, "wer": wer.total.rate, "cer_macro": cer.macro_average,
-                "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
-                "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
-            }
+            extra = {"hours": audio / 3600, "rtf": elapsed / max(audio, 1e-9),
+                     "alpha": alpha if with_lm else None, "beta": beta if with_lm else None}
             if buckets:
-                by_dur = score(refs, hyps, [buckets[c] for c, _, _ in res], unit="word")
-                summary["per_duration_wer"] = {k: v.rate for k, v in by_dur.per_language.items()}
-                summary["per_duration_utts"] = {k: v.num_utts for k, v in by_dur.per_language.items()}
-            (out_dir / f"summary-{suffix}.json").write_text(json.dumps(summary, indent=2))
-            table = out_dir / "results.tsv"
-            new = not table.exists()
-            with open(table, "a", encoding="utf-8") as f:
-                if new:
-                    f.write("exp_dir\tcheckpoints\tset\tmethod\tlm\tnum_utts\tCER\tWER\tCER_macro\n")
-                f.write(f"{args.exp_dir}\t{ckpt_desc}\t{name}\t{m}\t{summary['lm'] or '-'}\t{len(res)}\t"
-                        f"{cer.total.rate:.2f}\t{wer.total.rate:.2f}\t{cer.macro_average:.2f}\n")
-            per_lang = " ".join(f"{k}:{v.rate:.1f}" for k, v in cer.per_language.items())
-            logger.info("%s %s: CER %.2f%% WER %.2f%% (%d utts; per-language CER %s)", name, m, cer.total.rate,
-                        wer.total.rate, len(res), per_lang)
-            print(f"{name}\t{m}\tCER {cer.total.rate:.2f}\tWER {wer.total.rate:.2f}\t{per_lang}")
-
+                by_dur = score([r for _, r, _ in res], [h for _, _, h in res], [buckets[c] for c, _, _ in res],
+                               unit="word")
+                extra["per_duration_wer"] = {k: v.rate for k, v in by_dur.per_language.items()}
+                extra["per_duration_utts"] = {k: v.num_utts for k, v in by_dur.per_language.items()}
+            write_results(out_dir, f"{name}-{m}{'-lm' if with_lm else ''}{args.tag}", res,
+                          [langs[c] for c, _, _ in res], metric=metric, source=str(args.exp_dir), set_name=name,
+                          method=m, checkpoints=ckpt_desc, lm=str(args.lm) if with_lm else None, extra=extra)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ per-language table), ``summary-<set>-sherpa-<type><tag>.json``, appends one line
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -56,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from lhotse import CutSet
 
     from ..data.dataset import cut_language, cut_text
-    from ..data.scoring import score, write_errs, write_recogs
+    from ..decode.results import write_results
     from ..decode.ctc import tokens_to_text
     from ..export.sherpa import SherpaDecoder, load_cut_audio
 
@@ -84,34 +83,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                 languages.append(cut_language(cut))
         if not results:
             die(f"{path} holds no cuts")
-        refs, hyps = [r for _, r, _ in results], [h for _, _, h in results]
-        cer = score(refs, hyps, languages, unit="char")
-        wer = score(refs, hyps, languages, unit="word")
-        suffix = f"{name}-{method}{args.tag}"
-        write_recogs(args.out_dir / f"recogs-{suffix}.txt", results)
-        write_errs(args.out_dir / f"errs-{suffix}.txt", results, cer if metric == "cer" else wer,
-                   unit="char" if metric == "cer" else "word")
-        summary = {
-            "onnx_dir": str(args.onnx_dir), "set": name, "method": method, "decoding_method": args.decoding_method,
-            "num_threads": args.num_threads, "num_utts": len(results), "hours": audio / 3600,
-            "rtf": decode_time / max(audio, 1e-9), "cer": cer.total.rate, "wer": wer.total.rate,
-            "cer_macro": cer.macro_average,
-            "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
-            "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
-        }
-        (args.out_dir / f"summary-{suffix}.json").write_text(json.dumps(summary, indent=2))
-        table_path = args.out_dir / "results.tsv"
-        new = not table_path.exists()
-        with open(table_path, "a", encoding="utf-8") as f:
-            if new:
-                f.write("exp_dir\tcheckpoints\tset\tmethod\tlm\tnum_utts\tCER\tWER\tCER_macro\n")
-            f.write(f"{args.onnx_dir}\t-\t{name}\t{method}\t-\t{len(results)}\t{cer.total.rate:.2f}\t"
-                    f"{wer.total.rate:.2f}\t{cer.macro_average:.2f}\n")
-        per_lang = " ".join(f"{k}:{v.rate:.1f}" for k, v in cer.per_language.items())
-        logger.info("%s %s: CER %.2f%% WER %.2f%% (%d utts, RTF %.4f; per-language CER %s)", name, method,
-                    cer.total.rate, wer.total.rate, len(results), summary["rtf"], per_lang)
-        print(f"{name}\t{method}\tCER {cer.total.rate:.2f}\tWER {wer.total.rate:.2f}\t{per_lang}")
-
+        write_results(args.out_dir, f"{name}-{method}{args.tag}", results, languages, metric=metric,
+                      source=str(args.onnx_dir), set_name=name, method=method,
+                      extra={"decoding_method": args.decoding_method, "num_threads": args.num_threads,
+                             "hours": audio / 3600, "rtf": decode_time / max(audio, 1e-9)})
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,59 @@
+"""One place that turns decoding results into files: ``recogs-*``, ``errs-*``, ``summary-*.json`` and a line of
+``results.tsv``, for PyTorch decoding and sherpa-onnx decoding alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..common import atomic_write_text
+from ..data.scoring import score, write_errs, write_recogs
+
+logger = logging.getLogger(__name__)
+
+TSV_HEADER = "exp_dir\tcheckpoints\tset\tmethod\tlm\tnum_utts\tCER\tWER\tCER_macro\n"
+
+
+def write_results(
+    out_dir: Path,
+    suffix: str,
+    results: Sequence[Tuple[str, str, str]],
+    languages: Sequence[Optional[str]],
+    *,
+    metric: str,
+    source: str,
+    set_name: str,
+    method: str,
+    checkpoints: str = "-",
+    lm: Optional[str] = None,
+    extra: Optional[Dict] = None,
+) -> Dict:
+    """Score (cut_id, ref, hyp) triples, write the files, print one line; returns the summary dict."""
+    out_dir = Path(out_dir)
+    refs, hyps = [r for _, r, _ in results], [h for _, _, h in results]
+    cer = score(refs, hyps, languages, unit="char")
+    wer = score(refs, hyps, languages, unit="word")
+    write_recogs(out_dir / f"recogs-{suffix}.txt", results)
+    write_errs(out_dir / f"errs-{suffix}.txt", results, cer if metric == "cer" else wer,
+               unit="char" if metric == "cer" else "word")
+    summary = {
+        "source": source, "checkpoints": checkpoints, "set": set_name, "method": method, "lm": lm,
+        "num_utts": len(results), "cer": cer.total.rate, "wer": wer.total.rate, "cer_macro": cer.macro_average,
+        "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
+        "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
+        **(extra or {}),
+    }
+    atomic_write_text(out_dir / f"summary-{suffix}.json", json.dumps(summary, indent=2))
+    table = out_dir / "results.tsv"
+    with open(table, "a", encoding="utf-8") as f:
+        if f.tell() == 0:
+            f.write(TSV_HEADER)
+        f.write(f"{source}\t{checkpoints}\t{set_name}\t{method}\t{lm or '-'}\t{len(results)}\t"
+                f"{cer.total.rate:.2f}\t{wer.total.rate:.2f}\t{cer.macro_average:.2f}\n")
+    per_lang = " ".join(f"{k}:{v.rate:.1f}" for k, v in cer.per_language.items())
+    logger.info("%s %s: CER %.2f%% WER %.2f%% (%d utts; per-language CER %s)", set_name, method, cer.total.rate,
+                wer.total.rate, len(results), per_lang)
+    print(f"{set_name}\t{method}\tCER {cer.total.rate:.2f}\tWER {wer.total.rate:.2f}\t{per_lang}")
+    return summary
