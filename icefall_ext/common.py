@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 
 def str2bool(v: str) -> bool:
@@ -53,7 +53,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def die(msg: str) -> "NoReturn":  # noqa: F821
+def die(msg: str) -> NoReturn:
     """One-line error on stderr and exit status 1 (for command-line tools)."""
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "icefall_ext"
     print(f"{prog}: error: {msg}", file=sys.stderr)

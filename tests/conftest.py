@@ -6,6 +6,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+
+# The models in the tests are tiny: one thread avoids the oversubscription that makes small ops on 2 shared
+# cores tens of times slower. Subprocesses started by the tests pass --threads 1 for the same reason.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 

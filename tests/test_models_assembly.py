@@ -23,14 +23,6 @@ from icefall_ext.models import (
 FEATURES = 20
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These models are tiny: one intra-op thread is as fast and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model(vocab_size: int = 8, **overrides) -> AsrModel:
     torch.manual_seed(0)

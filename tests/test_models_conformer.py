@@ -16,14 +16,6 @@ from icefall_ext.models.subsampling import Conv2dSubsampling
 FEATURES = 20
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These models are tiny: one intra-op thread is as fast and immune to a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_conformer(**kwargs) -> Conformer:
     torch.manual_seed(0)

@@ -1,9 +1,7 @@
 """Tests of ScaledAdam and Eden against the formulas of the Zipformer paper and
 plain Adam arithmetic."""
 
-import copy
 import io
-import math
 
 import pytest
 import torch

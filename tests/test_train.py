@@ -1,7 +1,6 @@
 """The trainer on real (espeak-ng) audio: overfitting and decoding, exact resume after SIGKILL, DDP with gloo,
 non-finite batches skipped, checkpoint averaging, and clear errors on bad input."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """slimIPL inside the trainer: cache of cut ids + labels from the current model, cropping warm-up, exact resume."""
 
 import subprocess
-import sys
 
 import pytest
 import torch

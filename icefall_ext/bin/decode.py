@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..common import add_model_args, die, setup_logging, str2bool
+from ..common import add_model_args, die, setup_logging
 
 logger = logging.getLogger("icefall_ext.decode")
 

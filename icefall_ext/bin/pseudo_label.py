@@ -49,7 +49,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def label_shard(model, tokenizer, cuts, device, args) -> "CutSet":
+def label_shard(model, tokenizer, cuts, device, args):
     """The shard's cuts with their supervision text replaced by the model's greedy hypothesis."""
     from lhotse import CutSet
     from tqdm import tqdm

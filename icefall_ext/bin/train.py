@@ -40,7 +40,7 @@ def get_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("List[str]",):
             p.add_argument(flag, nargs="+", required=f.name == "train_cuts",
-                           default=[] if f.name != "train_cuts" else None, help=f"(list) default: %(default)s")
+                           default=[] if f.name != "train_cuts" else None, help="(list) default: %(default)s")
         elif f.default is dataclasses.MISSING:
             p.add_argument(flag, required=True)
         else:
@@ -92,8 +92,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_logging(exp_dir / "log", "log-train", rank, args.verbose)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    from lhotse import CutSet
 
     from ..data.dataset import read_languages
     from ..data.filtering import filter_cuts

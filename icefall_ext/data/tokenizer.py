@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, List, Optional, Protocol, Sequence
+from typing import Iterable, List, Protocol, Sequence
 
 from ..common import atomic_write_text
 
