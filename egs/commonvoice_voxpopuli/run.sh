@@ -24,7 +24,7 @@
 # Main options (real-data default / --mini default; all are --name value):
 #   --mini false            build and use the built-in mini corpus
 #   --work-dir              where data/, exp/ and RESULTS.md go (default: this recipe's directory)
-#   --cv-dir, --vp-dir, --ls-dir   corpus roots (real data)
+#   --cv-dir, --vp-dir, --ls-dir   corpus roots (real data; --ls-dir holds LibriSpeech/ and librispeech-lm-norm.txt)
 #   --languages             CV languages (mini: en de fr es it el ru)
 #   --unlabelled-languages  languages with VoxPopuli unlabelled audio (mini: en de fr es it el)
 #   --preset                model preset (conformer-medium / conformer-mini)
@@ -147,7 +147,7 @@ extract the languages into one directory and pass it as --cv-dir (or use --mini 
   done
   python "$root/local/prepare_voxpopuli_unlabelled.py" --corpus-dir "$vp_dir" --output-dir data/manifests \
     --languages $unlabelled_languages
-  lhotse prepare librispeech -j 2 "$ls_dir" data/manifests
+  lhotse prepare librispeech -j 2 "$ls_dir/LibriSpeech" data/manifests
   mark_done data/manifests/.done
 fi
 
@@ -168,8 +168,11 @@ if stage 3 "Token tables and LM" data/.done.lang; then
   python -m icefall_ext.bin.prepare_lang --cuts $(cv_train) --lang-dir $lang
   python -m icefall_ext.bin.prepare_lang --cuts $fbank/librispeech_cuts_train-clean-100.jsonl.gz \
     --lang-dir data/lang_char_ls
-  lm_text=$(find "$ls_dir" -name 'librispeech-lm-norm.txt*' | head -n 1)
-  [ -n "$lm_text" ] || lm_text=data/lang_char_ls/transcript.txt
+  lm_text="$ls_dir/librispeech-lm-norm.txt"
+  if [ ! -f "$lm_text" ]; then
+    log "no $lm_text (download it from openslr.org/11): training the LM on the training transcripts"
+    lm_text=data/lang_char_ls/transcript.txt
+  fi
   python -m icefall_ext.bin.train_lm --text "$lm_text" --order $ls_lm_order --out data/lm/${ls_lm_order}gram.arpa
   mark_done data/.done.lang
 fi

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
@@ -73,22 +74,23 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     opts = FbankOptions(sampling_rate=args.sampling_rate, num_mel_bins=args.num_mel_bins)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for rec, sup, name in todo:
-        out = args.out_dir / name
-        if out.is_file():
-            logger.info("%s exists: skipped", out)
-            continue
-        cuts = make_cuts(rec, sup, args.trim_to_supervisions)
-        if args.speed_perturb and "_train" in name:
-            cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
-        stem = name.replace(".jsonl.gz", "")
-        with_feats, report = compute_and_store_fbank(cuts, args.out_dir / f"{stem}_storage", stem, opts, args.num_jobs)
-        tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
-        with_feats.to_file(tmp)
-        tmp.rename(out)
-        logger.info("wrote %s: %d cuts, %.2f h (%d unreadable skipped)", out, len(with_feats),
-                    sum(c.duration for c in with_feats) / 3600, len(report.failed))
-
+    with ProcessPoolExecutor(args.num_jobs) as pool:  # one pool for all manifests: no start-up per file
+        for rec, sup, name in todo:
+            out = args.out_dir / name
+            if out.is_file():
+                logger.info("%s exists: skipped", out)
+                continue
+            cuts = make_cuts(rec, sup, args.trim_to_supervisions)
+            if args.speed_perturb and "_train" in name:
+                cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
+            stem = name.replace(".jsonl.gz", "")
+            with_feats, report = compute_and_store_fbank(cuts, args.out_dir / f"{stem}_storage", stem, opts,
+                                                         args.num_jobs, executor=pool)
+            tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
+            with_feats.to_file(tmp)
+            tmp.rename(out)
+            logger.info("wrote %s: %d cuts, %.2f h (%d unreadable skipped)", out, len(with_feats),
+                        sum(c.duration for c in with_feats) / 3600, len(report.failed))
 
 if __name__ == "__main__":
     main()

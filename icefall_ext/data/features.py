@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import kaldi_native_fbank as knf
 import numpy as np
@@ -142,23 +142,27 @@ def compute_and_store_fbank(
     name: str,
     opts: FbankOptions = FbankOptions(),
     num_jobs: int = 2,
+    executor: Optional[Executor] = None,
 ) -> Tuple[CutSet, FeatureReport]:
-    """Compute fbank for every cut in ``num_jobs`` processes; return the cuts that have features and a report."""
+    """Compute fbank for every cut in ``num_jobs`` parts; return the cuts that have features and a report.
+
+    The parts run in ``executor`` when given (reuse one pool across many manifests), else in a new process pool.
+    """
     storage_dir = Path(storage_dir)
     storage_dir.mkdir(parents=True, exist_ok=True)
     cuts = cuts.to_eager()
     num_jobs = max(1, min(num_jobs, len(cuts)))
     parts = cuts.split(num_jobs) if num_jobs > 1 else [cuts]
     jobs = [(part, str(storage_dir / f"{name}_feats_{i}"), asdict(opts), i) for i, part in enumerate(parts)]
-    report = FeatureReport()
-    results: List[CutSet] = []
-    if num_jobs == 1:
+    if executor is not None:
+        outputs = list(executor.map(_extract_part, jobs))
+    elif num_jobs == 1:
         outputs = list(map(_extract_part, jobs))
     else:
         with ProcessPoolExecutor(num_jobs) as pool:
             outputs = list(pool.map(_extract_part, jobs))
-    for part_cuts, part_report in outputs:
-        results.append(part_cuts)
+    report = FeatureReport()
+    for _, part_report in outputs:
         report.merge(part_report)
     report.log(name)
-    return CutSet.from_cuts(c for part in results for c in part), report
+    return CutSet.from_cuts(c for part_cuts, _ in outputs for c in part_cuts), report
