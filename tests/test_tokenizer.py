@@ -83,3 +83,11 @@ def test_bpe_round_trip(tmp_path):
 def test_missing_lang_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither bpe.model nor tokens.txt"):
         load_tokenizer(tmp_path)
+
+
+def test_skip_unknown_for_held_out_text(tmp_path):
+    tok = CharTokenizer.build(["abc"])
+    assert tok.encode("abxc", skip_unknown=True) == tok.encode("abc")
+    words = "the cat sat on a mat".split()
+    bpe = BpeTokenizer.train([" ".join(words)] * 20, tmp_path, vocab_size=20)
+    assert 1 in bpe.encode("the Ω cat") and 1 not in bpe.encode("the Ω cat", skip_unknown=True)

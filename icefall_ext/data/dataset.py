@@ -49,11 +49,13 @@ class AsrDataset(torch.utils.data.Dataset):
         languages: Optional[Sequence[str]] = None,
         spec_augment: Optional[SpecAugment] = None,
         noise: Optional[CutMix] = None,
+        skip_unknown_tokens: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.lang2id = {l: i for i, l in enumerate(languages or [])}
         self.spec_augment = spec_augment
         self.noise = noise
+        self.skip_unknown_tokens = skip_unknown_tokens
 
     def __getitem__(self, cuts: CutSet) -> Dict:
         cuts = cuts.sort_by_duration(ascending=False)
@@ -65,7 +67,7 @@ class AsrDataset(torch.utils.data.Dataset):
         texts = [cut_text(c) for c in cuts]
         tokens = None
         if self.tokenizer is not None:
-            tokens = [self.tokenizer.encode(t) for t in texts]
+            tokens = [self.tokenizer.encode(t, skip_unknown=self.skip_unknown_tokens) for t in texts]
         langs = torch.tensor([self.lang2id.get(cut_language(c), -1) for c in cuts], dtype=torch.int64)
         return {
             "features": feats,

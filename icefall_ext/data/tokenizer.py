@@ -29,7 +29,7 @@ class Tokenizer(Protocol):
     @property
     def vocab_size(self) -> int: ...
 
-    def encode(self, text: str) -> List[int]: ...
+    def encode(self, text: str, skip_unknown: bool = False) -> List[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
@@ -97,8 +97,11 @@ class CharTokenizer:
     def unknown_chars(self, text: str) -> List[str]:
         return sorted({c for c in self._symbols(text) if c not in self._ids})
 
-    def encode(self, text: str) -> List[int]:
-        """Token ids of ``text``; characters outside the table raise KeyError (filter with ``can_encode``)."""
+    def encode(self, text: str, skip_unknown: bool = False) -> List[int]:
+        """Token ids of ``text``; characters outside the table raise KeyError (filter with ``can_encode``),
+        or are left out with ``skip_unknown`` (e.g. for a validation loss on held-out text)."""
+        if skip_unknown:
+            return [self._ids[c] for c in self._symbols(text) if c in self._ids]
         return [self._ids[c] for c in self._symbols(text)]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -164,8 +167,10 @@ class BpeTokenizer:
     def can_encode(self, text: str) -> bool:
         return self._unk not in self.encode(text)
 
-    def encode(self, text: str) -> List[int]:
-        return list(self.sp.encode(normalize_whitespace(text)))
+    def encode(self, text: str, skip_unknown: bool = False) -> List[int]:
+        """Token ids of ``text``; unknown pieces become ``<unk>``, or are left out with ``skip_unknown``."""
+        ids = list(self.sp.encode(normalize_whitespace(text)))
+        return [i for i in ids if i != self._unk] if skip_unknown else ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode([i for i in ids if i != 0])
