@@ -27,10 +27,12 @@
 #   --cv-dir, --vp-dir, --ls-dir   corpus roots (real data; --ls-dir holds LibriSpeech/ and librispeech-lm-norm.txt)
 #   --languages             CV languages (mini: en de fr es it el ru)
 #   --unlabelled-languages  languages with VoxPopuli unlabelled audio (mini: en de fr es it el)
-#   --preset                model preset (conformer-medium / conformer-mini)
-#   --base-updates, --ft-updates, --ipl-updates, --final-updates   training lengths in updates
-#   --cache-size 1000 / 16, --replace-prob 0.1, --lambda-unlabelled 10 / 4, --crop-updates, --crop-seconds 10
-#   --max-pl-tokens 630, --pl-shards, --gamma-lid 1.0, --max-duration, --world-size 1, --dtype
+#   --preset                model preset (conformer-medium / conformer-mini); ScaledAdam + Eden throughout
+#   --base-updates, --ft-updates, --ipl-updates, --final-updates, --scratch-updates, --cv-ft-updates,
+#   --ls-updates            training lengths in updates (mini: sized for <= 30 min on 2 CPU cores)
+#   --cache-size 1000 / 6, --replace-prob 0.1, --lambda-unlabelled 10 / 2, --crop-updates, --crop-seconds 10
+#   --max-pl-tokens 630, --pl-shards 64 / 2, --gamma-lid 1.0, --max-duration 600 / 40, --world-size 1,
+#   --spec-augment true / false, --dtype bfloat16 / float32, --lm-alphas, --lm-betas (LM weight / word bonus grid tuned on dev-clean)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -74,6 +76,9 @@ max_pl_tokens=630
 pl_shards=
 ls_updates=
 ls_lm_order=4
+spec_augment=
+lm_alphas=
+lm_betas=
 valid_every=
 
 . "$root/utils/parse_options.sh"
@@ -88,28 +93,32 @@ pick ls_dir "$corpus_dir" "$corpus_dir/librispeech"
 pick languages "en de fr es it el ru" "en de fr es it el ru"
 pick unlabelled_languages "en de fr es it el" "en de fr es it el"
 pick preset conformer-medium conformer-mini
-pick max_duration 600 120
+pick max_duration 600 40
 pick dtype bfloat16 float32
-pick base_updates 200000 2400
-pick base_lr 1e-3 2e-3
-pick ft_updates 10000 60
-pick ft_lr 1e-4 5e-4
-pick ipl_updates 40000 150
-pick ipl_lr 1e-4 5e-4
-pick cache_size 1000 16
-pick lambda_unlabelled 10 4
-pick crop_updates 10000 40
-pick final_updates 100000 400
-pick scratch_updates 200000 1200
-pick scratch_lr 5e-4 1.5e-3
-pick spec_aug_delay 20000 300
-pick cv_ft_updates 20000 150
+pick base_updates 200000 1000
+pick base_lr 0.045 0.045
+pick ft_updates 10000 20
+pick ft_lr 0.0045 0.01
+pick ipl_updates 40000 40
+pick ipl_lr 0.0045 0.01
+pick cache_size 1000 6
+pick lambda_unlabelled 10 2
+pick crop_updates 10000 10
+pick final_updates 100000 150
+pick scratch_updates 200000 300
+pick scratch_lr 0.045 0.045
+pick spec_aug_delay 20000 100
+pick cv_ft_updates 20000 40
 pick pl_shards 64 2
-pick ls_updates 50000 400
-pick valid_every 5000 300
+pick ls_updates 50000 150
+pick valid_every 5000 200
+pick spec_augment true false  # on 2 CPU cores the mini runs are too short to learn through SpecAugment
+pick lm_alphas 0,0.25,0.5,0.75,1.0,1.5 0,0.5,1.0
+pick lm_betas 0,0.5,1.0,2.0 0,1.0
 
+# every model here trains with ScaledAdam (Eden schedule from scratch, a constant rate when fine-tuning)
 train() { python -m icefall_ext.bin.train --seed "$seed" --world-size "$world_size" --dtype "$dtype" \
-  --threads "$threads" --max-duration "$max_duration" --valid-every-n "$valid_every" "$@"; }
+  --threads "$threads" --max-duration "$max_duration" --valid-every-n "$valid_every" --optimizer scaled_adam --spec-augment "$spec_augment" "$@"; }
 decode() { python -m icefall_ext.bin.decode --threads "$threads" "$@"; }
 
 fbank=data/fbank
@@ -180,7 +189,7 @@ fi
 if stage 4 "Base model: multilingual CTC + LID" exp/base/.done; then
   train --exp-dir exp/base --lang-dir $lang --train-cuts $(cv_train) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
     --preset "$preset" --heads ctc --lid-scale "$gamma_lid" --lr "$base_lr" --num-epochs 0 \
-    --max-updates "$base_updates" --scheduler warmup_cosine --warmup-updates $((base_updates / 12)) \
+    --max-updates "$base_updates" --scheduler eden --warmup-updates $((base_updates / 12)) \
     --save-every-n $((base_updates / 4))
   mark_done exp/base/.done
 fi
@@ -229,7 +238,7 @@ if stage 7 "Final models and the pooled-slimIPL control" exp/.done.final; then
   [ -f exp/final-scratch/.done ] || { train --exp-dir exp/final-scratch --lang-dir $lang --preset "$preset" \
     --heads ctc --train-cuts $(cv_train) $(pl_all) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
     --lid-scale "$gamma_lid" --lr "$scratch_lr" --num-epochs 0 --max-updates "$scratch_updates" \
-    --scheduler warmup_cosine --warmup-updates $((scratch_updates / 12)) --spec-aug-start-update "$spec_aug_delay" \
+    --scheduler eden --warmup-updates $((scratch_updates / 12)) --spec-aug-start-update "$spec_aug_delay" \
     --max-cut-duration 36 && mark_done exp/final-scratch/.done; }
   [ -f exp/final-scratch-ft/.done ] || { train --exp-dir exp/final-scratch-ft --lang-dir $lang \
     --init-from exp/final-scratch --train-cuts $(cv_train) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
@@ -265,7 +274,7 @@ if stage 8 "Evaluation (CV per language; LibriSpeech transfer)" exp/.done.eval; 
   fi
   python -m icefall_ext.bin.tune_lm --exp-dir exp/ls-transfer --lang-dir data/lang_char_ls \
     --lm data/lm/${ls_lm_order}gram.arpa --cuts $fbank/librispeech_cuts_dev-clean.jsonl.gz \
-    --out exp/ls-transfer/lm_tuning.json
+    --alphas "$lm_alphas" --betas "$lm_betas" --out exp/ls-transfer/lm_tuning.json
   ls_sets=$(for p in dev-clean dev-other test-clean test-other; do printf '%s=%s ' $p "$fbank/librispeech_cuts_$p.jsonl.gz"; done)
   decode --exp-dir exp/ls-transfer --lang-dir data/lang_char_ls --cuts $ls_sets --method ctc-greedy ctc-beam \
     --lm data/lm/${ls_lm_order}gram.arpa --tuned-lm exp/ls-transfer/lm_tuning.json --beam 8 \

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset import CutMix, DynamicBucketingSampler, SpecAugment
+from lhotse.dataset import CutMix, DynamicBucketingSampler, SimpleCutSampler, SpecAugment
 from lhotse.dataset.collation import collate_features
 
 from ..common import atomic_write_text
@@ -103,8 +103,14 @@ def make_sampler(
     rank: Optional[int] = None,
     drop_last: bool = False,
 ) -> DynamicBucketingSampler:
-    """Duration-bucketed batches of at most ``max_duration`` seconds of audio (resumable via state_dict)."""
+    """Duration-bucketed batches of at most ``max_duration`` seconds of audio (resumable via state_dict).
+
+    Sets too small to bucket (fewer than 6 cuts) get lhotse's plain SimpleCutSampler with the same contract.
+    """
     cuts = cuts.to_eager()
+    if len(cuts) < 6:
+        return SimpleCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
+                                world_size=world_size, rank=rank, drop_last=drop_last)
     warnings.filterwarnings("ignore", message="You are using DynamicBucketingSampler with an eagerly read CutSet")
     return DynamicBucketingSampler(
         cuts,
