@@ -162,3 +162,31 @@ def test_zipformer_scaled_adam_eden_bf16(tiny_corpus, tmp_path):
     losses = [float(line.split("loss ")[1].split(",")[0]) for line in r.stderr.splitlines()
               if "(labelled): " in line and "loss " in line]
     assert len(losses) == 10 and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_noise_mixing(tiny_corpus, tmp_path):
+    """--noise-cuts mixes other audio into training batches at the requested SNR (lhotse CutMix)."""
+    import numpy as np
+    from lhotse import CutSet
+    from lhotse.dataset import CutMix
+
+    from icefall_ext.data.dataset import AsrDataset
+    from icefall_ext.data.tokenizer import load_tokenizer
+
+    cuts = sorted(CutSet.from_file(tiny_corpus["cuts"]), key=lambda c: c.duration)
+    # noise longer than the speech it is mixed into (one noise cut covers a whole utterance)
+    speech, noise = CutSet.from_cuts(cuts[:3]), CutSet.from_cuts(cuts[3:]).drop_supervisions()
+    tok = load_tokenizer(tiny_corpus["lang_dir"])
+    clean = AsrDataset(tok)[speech]
+    noisy = AsrDataset(tok, noise=CutMix(noise, snr=(0, 0), p=1.0, preserve_id=True, seed=1))[speech]
+    assert noisy["texts"] == clean["texts"] and noisy["cut_ids"] == clean["cut_ids"]
+    assert noisy["features"].shape == clean["features"].shape
+    # at 0 dB the noise carries as much energy as the speech: the log-mel energies rise (~3 dB where speech is)
+    gain = (np.exp(noisy["features"].numpy()).mean() / np.exp(clean["features"].numpy()).mean())
+    assert gain > 1.3
+    noise.to_file(tmp_path / "noise.jsonl.gz")
+    speech.to_file(tmp_path / "speech.jsonl.gz")
+    corpus = dict(tiny_corpus, cuts=tmp_path / "speech.jsonl.gz")
+    r = run(train_cmd(corpus, tmp_path / "exp", "--max-updates", "3", "--noise-cuts",
+                      str(tmp_path / "noise.jsonl.gz"), "--noise-prob", "1.0"))
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -14,6 +14,7 @@ from lhotse.dataset import CutMix, DynamicBucketingSampler, SimpleCutSampler, Sp
 from lhotse.dataset.collation import collate_features
 
 from ..common import atomic_write_text
+from . import features  # noqa: F401  (registers the kaldi-native-fbank extractor with lhotse, for mixing)
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)

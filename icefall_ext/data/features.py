@@ -20,7 +20,8 @@ from typing import List, Optional, Tuple
 import kaldi_native_fbank as knf
 import numpy as np
 from lhotse import CutSet, LilcomChunkyWriter
-from lhotse.features.base import Features
+from lhotse.features.base import FeatureExtractor, Features, register_extractor
+from lhotse.features.kaldi.extractors import Fbank as LhotseFbank
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,30 @@ def compute_fbank(samples: np.ndarray, opts: FbankOptions = FbankOptions()) -> n
     if n == 0:
         return np.zeros((0, opts.num_mel_bins), dtype=np.float32)
     return np.stack([fbank.get_frame(i) for i in range(n)]).astype(np.float32)
+
+
+@register_extractor
+class KnfFbank(FeatureExtractor):
+    """The same features as a lhotse extractor (type ``kaldi-native-fbank``), so that lhotse can compute them
+    on the fly and mix cuts in the feature domain (noise augmentation) with the log-mel rules of its Fbank."""
+
+    name = "kaldi-native-fbank"
+    config_type = FbankOptions
+
+    @property
+    def frame_shift(self) -> float:
+        return self.config.frame_shift
+
+    def feature_dim(self, sampling_rate: int) -> int:
+        return self.config.num_mel_bins
+
+    def extract(self, samples: np.ndarray, sampling_rate: int) -> np.ndarray:
+        if sampling_rate != self.config.sampling_rate:
+            raise ValueError(f"expected {self.config.sampling_rate} Hz audio, got {sampling_rate} Hz")
+        return compute_fbank(samples, self.config)
+
+    mix = staticmethod(LhotseFbank.mix)
+    compute_energy = staticmethod(LhotseFbank.compute_energy)
 
 
 def num_frames(duration: float, opts: FbankOptions = FbankOptions()) -> int:

@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 from lhotse import CutSet
+from lhotse.dataset import CutMix
 
 from ..data.dataset import AsrDataset, make_dataloader, make_sampler, make_spec_augment
 from ..data.scoring import score
@@ -61,6 +62,10 @@ class TrainConfig:
     dtype: str = "float32"
     spec_augment: bool = True
     spec_aug_start_update: int = 0
+    noise_cuts: List[str] = field(default_factory=list)
+    noise_prob: float = 0.5
+    noise_snr_min: float = 10.0
+    noise_snr_max: float = 20.0
     seed: int = 42
     save_every_n: int = 0
     keep_last_k: int = 3
@@ -228,7 +233,11 @@ class Trainer:
                       unlabelled_cuts: Optional[CutSet] = None) -> None:
         cfg = self.cfg
         self.spec_augment = make_spec_augment() if cfg.spec_augment else None
-        self.train_dataset = AsrDataset(self.tokenizer, self.languages)
+        noise = None
+        if cfg.noise_cuts:  # additive noise (e.g. MUSAN cuts with features), mixed in the feature domain by lhotse
+            noise = CutMix(load_cuts(cfg.noise_cuts).drop_supervisions().to_eager(), snr=(cfg.noise_snr_min, cfg.noise_snr_max),
+                           p=cfg.noise_prob, seed=cfg.seed, preserve_id=True)
+        self.train_dataset = AsrDataset(self.tokenizer, self.languages, noise=noise)
         sampler = make_sampler(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets,
                                seed=cfg.seed, world_size=self.world_size, rank=self.rank, drop_last=self.world_size > 1)
         labelled = SupervisedSource(sampler, self.train_dataset, cfg.num_workers)
