@@ -142,3 +142,16 @@ def test_merge_detects_duplicates(tmp_path):
     write_shard(cuts.subset(first=2), tmp_path, 1)
     with pytest.raises(ValueError, match="2 cut id"):
         merge_shards(shard_paths(tmp_path, 2))
+
+
+def test_merge_accepts_empty_shards(tmp_path):
+    """More ranks than cuts: some shards are empty files, and merging still gives every cut once."""
+    from lhotse import CutSet, MonoCut
+
+    from icefall_ext.pseudo.sharding import merge_shards, shard_paths, split_for_ranks, write_shard
+
+    cuts = CutSet.from_cuts([MonoCut(id="only", start=0, duration=1.0, channel=0)])
+    for rank, shard in enumerate(split_for_ranks(cuts, 3)):
+        write_shard(shard, tmp_path, rank)
+    merged = merge_shards(shard_paths(tmp_path, 3), expected_ids=["only"])
+    assert [c.id for c in merged] == ["only"]

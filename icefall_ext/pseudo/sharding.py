@@ -87,7 +87,8 @@ def merge_shards(paths: Iterable[Pathlike], expected_ids: Optional[Iterable[str]
     if missing_files:
         raise FileNotFoundError(f"{len(missing_files)} shard(s) missing: {', '.join(missing_files)}")
 
-    shards = [CutSet.from_file(p) for p in paths]
+    # read lazily: an empty shard (more ranks than cuts) is a valid, empty manifest
+    shards = [CutSet.from_jsonl_lazy(p) for p in paths]
     seen = {}
     duplicates = []
     for path, shard in zip(paths, shards):
