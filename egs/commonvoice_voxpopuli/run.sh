@@ -231,28 +231,39 @@ if stage 6 "Final pseudo-labels (per-language slimIPL models)" data/pl/.done; th
 fi
 
 if stage 7 "Final models and the pooled-slimIPL control" exp/.done.final; then
-  [ -f exp/final-continue/.done ] || { train --exp-dir exp/final-continue --lang-dir $lang --init-from exp/base \
-    --train-cuts $(cv_train) $(pl_all) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --lid-scale "$gamma_lid" \
-    --lr "$ft_lr" --num-epochs 0 --max-updates "$final_updates" --scheduler constant --warmup-updates 1 \
-    --max-cut-duration 36 && mark_done exp/final-continue/.done; }
-  [ -f exp/final-scratch/.done ] || { train --exp-dir exp/final-scratch --lang-dir $lang --preset "$preset" \
-    --heads ctc --train-cuts $(cv_train) $(pl_all) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
-    --lid-scale "$gamma_lid" --lr "$scratch_lr" --num-epochs 0 --max-updates "$scratch_updates" \
-    --scheduler eden --warmup-updates $((scratch_updates / 12)) --spec-aug-start-update "$spec_aug_delay" \
-    --max-cut-duration 36 && mark_done exp/final-scratch/.done; }
-  [ -f exp/final-scratch-ft/.done ] || { train --exp-dir exp/final-scratch-ft --lang-dir $lang \
-    --init-from exp/final-scratch --train-cuts $(cv_train) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz \
-    --lid-scale "$gamma_lid" --lr "$ft_lr" --num-epochs 0 --max-updates "$cv_ft_updates" --scheduler constant \
-    --warmup-updates 1 && mark_done exp/final-scratch-ft/.done; }
-  [ -f exp/pooled-slimipl/.done ] || { train --exp-dir exp/pooled-slimipl --lang-dir $lang --init-from exp/base \
-    --train-cuts $(cv_train) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --unlabelled-cuts $(vp_unlabelled) \
-    --lid-scale "$gamma_lid" --lr "$ipl_lr" --num-epochs 0 --max-updates "$final_updates" --scheduler constant \
-    --warmup-updates 1 --slimipl-cache-size "$cache_size" --slimipl-replace-prob "$replace_prob" \
-    --slimipl-lambda "$lambda_unlabelled" --slimipl-crop-updates "$crop_updates" \
-    --slimipl-crop-seconds "$crop_seconds" && mark_done exp/pooled-slimipl/.done; }
-  [ -f data/pl-pooled/.done ] || { python -m icefall_ext.bin.pseudo_label --exp-dir exp/pooled-slimipl \
-    --lang-dir $lang --cuts $(vp_unlabelled) --out-dir data/pl-pooled --num-shards "$pl_shards" \
-    --max-tokens "$max_pl_tokens" --reference-tsv $(ref_tsvs) && mark_done data/pl-pooled/.done; }
+  if [ ! -f exp/final-continue/.done ]; then
+    train --exp-dir exp/final-continue --lang-dir $lang --init-from exp/base --train-cuts $(cv_train) $(pl_all) \
+      --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --lid-scale "$gamma_lid" --lr "$ft_lr" --num-epochs 0 \
+      --max-updates "$final_updates" --scheduler constant --warmup-updates 1 --max-cut-duration 36
+    mark_done exp/final-continue/.done
+  fi
+  if [ ! -f exp/final-scratch/.done ]; then
+    train --exp-dir exp/final-scratch --lang-dir $lang --preset "$preset" --heads ctc \
+      --train-cuts $(cv_train) $(pl_all) --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --lid-scale "$gamma_lid" \
+      --lr "$scratch_lr" --num-epochs 0 --max-updates "$scratch_updates" --scheduler eden \
+      --warmup-updates $((scratch_updates / 12)) --spec-aug-start-update "$spec_aug_delay" --max-cut-duration 36
+    mark_done exp/final-scratch/.done
+  fi
+  if [ ! -f exp/final-scratch-ft/.done ]; then
+    train --exp-dir exp/final-scratch-ft --lang-dir $lang --init-from exp/final-scratch --train-cuts $(cv_train) \
+      --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --lid-scale "$gamma_lid" --lr "$ft_lr" --num-epochs 0 \
+      --max-updates "$cv_ft_updates" --scheduler constant --warmup-updates 1
+    mark_done exp/final-scratch-ft/.done
+  fi
+  if [ ! -f exp/pooled-slimipl/.done ]; then
+    train --exp-dir exp/pooled-slimipl --lang-dir $lang --init-from exp/base --train-cuts $(cv_train) \
+      --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --unlabelled-cuts $(vp_unlabelled) --lid-scale "$gamma_lid" \
+      --lr "$ipl_lr" --num-epochs 0 --max-updates "$final_updates" --scheduler constant --warmup-updates 1 \
+      --slimipl-cache-size "$cache_size" --slimipl-replace-prob "$replace_prob" \
+      --slimipl-lambda "$lambda_unlabelled" --slimipl-crop-updates "$crop_updates" \
+      --slimipl-crop-seconds "$crop_seconds"
+    mark_done exp/pooled-slimipl/.done
+  fi
+  if [ ! -f data/pl-pooled/.done ]; then
+    python -m icefall_ext.bin.pseudo_label --exp-dir exp/pooled-slimipl --lang-dir $lang --cuts $(vp_unlabelled) \
+      --out-dir data/pl-pooled --num-shards "$pl_shards" --max-tokens "$max_pl_tokens" --reference-tsv $(ref_tsvs)
+    mark_done data/pl-pooled/.done
+  fi
   mark_done exp/.done.final
 fi
 

@@ -97,11 +97,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..data.filtering import filter_cuts
     from ..data.tokenizer import load_tokenizer
     from ..models.presets import build_model, model_config_from_preset
-    from ..train.checkpoint import load_checkpoint
     from ..train.init import transfer_weights
     from ..train.trainer import Trainer, load_cuts, seed_everything
 
     seed_everything(cfg.seed)  # before the model is built: initial weights depend on it
+
+    from ..train.checkpoint import load_checkpoint
 
     for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts:
         if not Path(path).is_file():
@@ -123,9 +124,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         torch.cuda.set_device(device)
 
     model_config_path = exp_dir / "model_config.json"
+    init_path = None
+    if args.init_from and not any(exp_dir.glob("*.pt")):
+        init_path = _resolve_init_from(args.init_from)
     if model_config_path.is_file():
         model_config = json.loads(model_config_path.read_text())
         logger.info("using the model config of the existing experiment %s", model_config_path)
+    elif init_path is not None:
+        # fine-tuning keeps the architecture of the checkpoint; only the output sizes follow the new tables
+        model_config = dict(load_checkpoint(init_path)["model_config"], vocab_size=tokenizer.vocab_size,
+                            num_languages=len(languages) if cfg.lid_scale > 0 else 0)
+        model_config.update(json.loads(args.model_overrides))
+        logger.info("fine-tuning: model architecture taken from %s", init_path)
     else:
         use_ctc, use_transducer = HEADS[args.heads]
         overrides = json.loads(args.model_overrides)
@@ -140,9 +150,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters", model_config.get("encoder"), num_params / 1e6)
 
-    init_path = None
-    if args.init_from and not any(exp_dir.glob("*.pt")):
-        init_path = _resolve_init_from(args.init_from)
+    if init_path is not None:
         old = load_checkpoint(init_path)
         transfer_weights(model, old["model"], old.get("tokens", []), tokenizer.token_table,
                          old.get("languages", []), languages)

@@ -62,7 +62,8 @@ def transfer_weights(
         new_state[name] = t
         done[name] = f"rows: {len(new_rows)} of {target.shape[0]} copied"
     model.load_state_dict(new_state)
-    rebuilt = {k: v for k, v in done.items() if v not in ("copied",)}
-    logger.info("initialised %d tensors from checkpoint; rebuilt/new: %s",
-                sum(v == "copied" for v in done.values()), rebuilt or "none")
+    rebuilt = {k: v for k, v in done.items() if v != "copied"}
+    shown = ", ".join(f"{k}: {v}" for k, v in list(rebuilt.items())[:10]) + (" ..." if len(rebuilt) > 10 else "")
+    logger.info("initialised %d tensors from checkpoint; %d rebuilt or new: %s",
+                sum(v == "copied" for v in done.values()), len(rebuilt), shown or "none")
     return done

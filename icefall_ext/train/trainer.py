@@ -178,8 +178,15 @@ class SupervisedSource(SamplerEpochs):
 
 
 def load_cuts(paths: List[str]) -> CutSet:
-    cuts = [CutSet.from_file(p) for p in paths]
-    return cuts[0] if len(cuts) == 1 else CutSet.from_cuts(c for cs in cuts for c in cs)
+    """All cuts of the given manifests; an empty manifest (e.g. every pseudo-label filtered out) is reported."""
+    cuts = []
+    for p in paths:
+        cs = CutSet.from_file(p)
+        if cs is None:  # lhotse reads an empty manifest as None
+            logger.warning("%s holds no cuts", p)
+            continue
+        cuts.append(cs)
+    return CutSet.from_cuts(c for cs in cuts for c in cs)
 
 
 class Trainer:
