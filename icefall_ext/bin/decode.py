@@ -62,27 +62,12 @@ def parse_cut_args(items: List[str]) -> List[Tuple[str, Path]]:
     return out
 
 
-def iterate_batches(cuts, tokenizer, max_duration: float) -> Iterator[Dict]:
+def iterate_batches(cuts, max_duration: float) -> Iterator[Dict]:
+    """Batches of features and reference texts in a fixed order, for decoding."""
     from ..data.dataset import AsrDataset, make_dataloader, make_sampler
 
     sampler = make_sampler(cuts, max_duration, shuffle=False, num_buckets=2)
-    yield from make_dataloader(AsrDataset(tokenizer), sampler)
-
-
-def encode_batch(model, batch: Dict, device: torch.device, chunk_frames: int, overlap_frames: int,
-                 amp_dtype: Optional[torch.dtype] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Encoder output of a batch; crop-and-stitch when the longest utterance exceeds ``chunk_frames``."""
-    from ..decode.chunked import chunked_log_probs
-
-    feats = batch["features"].to(device)
-    lens = batch["feature_lens"].to(device)
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        if chunk_frames and int(lens.max()) > chunk_frames:
-            sf = model.encoder.subsampling_factor
-            return chunked_log_probs(lambda x, xl: model.forward_encoder(x, xl), feats, lens,
-                                     chunk_frames=chunk_frames - chunk_frames % sf,
-                                     overlap_frames=overlap_frames - overlap_frames % sf, subsampling_factor=sf)
-        return model.forward_encoder(feats, lens)
+    yield from make_dataloader(AsrDataset(), sampler)
 
 
 def duration_bucket(duration: float, edges: List[float]) -> str:
@@ -108,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..data.scoring import score
     from ..decode.results import write_results
     from ..data.tokenizer import BpeTokenizer, load_tokenizer
-    from ..decode.search import decode_encoder_output, resolve_method
+    from ..decode.search import decode_encoder_output, encode_batch, resolve_method
     from ..train.checkpoint import load_averaged_model
 
     sets = parse_cut_args(args.cuts)
@@ -154,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         buckets = {c.id: duration_bucket(c.duration, edges) for c in cuts} if edges else {}
         t0, audio = time.time(), sum(c.duration for c in cuts)
         with torch.no_grad():
-            for batch in tqdm(iterate_batches(cuts, None, args.max_duration), desc=f"decode {name}",
+            for batch in tqdm(iterate_batches(cuts, args.max_duration), desc=f"decode {name}",
                               mininterval=5.0):
                 enc, enc_lens = encode_batch(model, batch, device, chunk, overlap, amp)
                 for m in methods:

@@ -54,13 +54,13 @@ def label_shard(model, tokenizer, cuts, device, args):
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from ..decode.search import decode_encoder_output
-    from .decode import encode_batch, iterate_batches
+    from ..decode.search import decode_encoder_output, encode_batch
+    from .decode import iterate_batches
 
     by_id = {c.id: c for c in cuts}
     out = []
     with torch.no_grad():
-        for batch in tqdm(iterate_batches(cuts, None, args.max_duration), desc="pseudo-label", mininterval=5.0):
+        for batch in tqdm(iterate_batches(cuts, args.max_duration), desc="pseudo-label", mininterval=5.0):
             enc, enc_lens = encode_batch(model, batch, device, int(args.chunk_seconds * 100),
                                          int(args.chunk_overlap_seconds * 100))
             for cid, hyp in zip(batch["cut_ids"], decode_encoder_output(model, enc, enc_lens, "auto")):

@@ -64,7 +64,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     lm = NgramLm.from_arpa(args.lm)
     log_probs, lens, refs = [], [], []
     with torch.no_grad():
-        for batch in iterate_batches(CutSet.from_file(args.cuts), None, args.max_duration):
+        for batch in iterate_batches(CutSet.from_file(args.cuts), args.max_duration):
             enc, enc_lens = model.forward_encoder(batch["features"], batch["feature_lens"])
             lp = model.ctc_log_probs(enc).float()
             for i in range(lp.shape[0]):

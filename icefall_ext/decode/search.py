@@ -7,7 +7,7 @@ transducer greedy when the model has a transducer, else CTC greedy.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -57,10 +57,25 @@ def decode_ctc_log_probs(log_probs: torch.Tensor, lens: torch.Tensor, method: st
                                   alpha=alpha, beta=beta)
 
 
+def encode_batch(model, batch: Dict, device: torch.device, chunk_frames: int = 0, overlap_frames: int = 0,
+                 amp_dtype: Optional[torch.dtype] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output of a dataset batch; crop-and-stitch (:mod:`.chunked`) when the longest utterance exceeds
+    ``chunk_frames`` (0: never). Crop and overlap are rounded down to multiples of the subsampling factor."""
+    from .chunked import chunked_log_probs
+
+    feats = batch["features"].to(device)
+    lens = batch["feature_lens"].to(device)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        if chunk_frames and int(lens.max()) > chunk_frames:
+            sf = model.encoder.subsampling_factor
+            return chunked_log_probs(lambda x, xl: model.forward_encoder(x, xl), feats, lens,
+                                     chunk_frames=chunk_frames - chunk_frames % sf,
+                                     overlap_frames=overlap_frames - overlap_frames % sf, subsampling_factor=sf)
+        return model.forward_encoder(feats, lens)
+
+
 @torch.no_grad()
 def decode_batch(model, batch: Dict, device: torch.device, method: str = "auto", **kwargs) -> List[List[int]]:
     """Token ids of the best hypothesis for each utterance of a dataset batch (model in eval mode)."""
-    feats = batch["features"].to(device)
-    lens = batch["feature_lens"].to(device)
-    enc, enc_lens = model.forward_encoder(feats, lens)
+    enc, enc_lens = encode_batch(model, batch, device)
     return decode_encoder_output(model, enc, enc_lens, method, **kwargs)

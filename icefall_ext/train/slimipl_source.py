@@ -87,31 +87,20 @@ class SlimIplSource:
     @torch.no_grad()
     def label(self, cut_ids: List[str], crop: bool) -> List[List[int]]:
         """Greedy pseudo-labels of a batch from the current model (eval mode, no LM), in ``cut_ids`` order."""
-        from ..decode.chunked import chunked_log_probs
-        from ..decode.search import decode_ctc_log_probs, decode_encoder_output
+        from ..decode.search import decode_encoder_output, encode_batch
 
         trainer = self.trainer
         model = trainer.model
         was_training = model.training
         model.eval()
         batch = self.collate(cut_ids)
-        feats = batch["features"].to(trainer.device)
-        lens = batch["feature_lens"].to(trainer.device)
+        chunk = overlap = 0
+        if crop and model.ctc is not None:  # cropping warm-up: 10 s crops overlapping by a quarter, at most 2 s
+            chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100))
+            overlap = min(200, chunk // 4)
+        enc, enc_lens = encode_batch(model, batch, trainer.device, chunk, overlap, trainer.amp_dtype)
         with torch.autocast(trainer.device.type, dtype=trainer.amp_dtype, enabled=trainer.amp_dtype is not None):
-            if crop and model.ctc is not None:
-                def forward(x, x_lens):
-                    enc, enc_lens = model.forward_encoder(x, x_lens)
-                    return model.ctc_log_probs(enc).float(), enc_lens
-
-                sf = model.encoder.subsampling_factor
-                chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100)) // sf * sf
-                overlap = min(200, chunk // 4) // sf * sf  # crops overlap by a quarter, at most 2 s
-                log_probs, out_lens = chunked_log_probs(forward, feats, lens, chunk_frames=chunk,
-                                                        overlap_frames=overlap, subsampling_factor=sf)
-                hyps = decode_ctc_log_probs(log_probs, out_lens, "ctc-greedy")
-            else:
-                enc, enc_lens = model.forward_encoder(feats, lens)
-                hyps = decode_encoder_output(model, enc, enc_lens, "auto")
+            hyps = decode_encoder_output(model, enc, enc_lens, "auto")
         model.train(was_training)
         order = {cid: i for i, cid in enumerate(batch["cut_ids"])}
         labels = [hyps[order[cid]] for cid in cut_ids]
