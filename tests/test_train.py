@@ -78,10 +78,15 @@ def test_resume_after_sigkill_is_exact(tiny_corpus, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(exp.glob("epoch-*.pt")) or (exp / "checkpoint-15.pt").exists()
-    assert not list(exp.glob("*.tmp")), "a half-written checkpoint was left behind"
+    # A kill during torch.save may leave "<name>.pt.tmp"; it must never be taken for a checkpoint.
+    partial = list(exp.glob("*.tmp"))
+    for p in exp.glob("*.pt"):
+        load_checkpoint(p)  # every file with a final name is complete
     r = run(train_cmd(tiny_corpus, exp, *common))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr
+    assert not list(exp.glob("*.tmp")), "resume clears partial checkpoints"
+    assert all(f"removing partial checkpoint {p}" in r.stderr for p in partial)
     a = load_checkpoint(last_epoch(ref))
     b = load_checkpoint(last_epoch(exp))
     assert a["update"] == b["update"] == 30
@@ -190,3 +195,12 @@ def test_noise_mixing(tiny_corpus, tmp_path):
     r = run(train_cmd(corpus, tmp_path / "exp", "--max-updates", "3", "--noise-cuts",
                       str(tmp_path / "noise.jsonl.gz"), "--noise-prob", "1.0"))
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_partial_checkpoint_is_ignored_and_removed(tmp_path):
+    from icefall_ext.train.checkpoint import latest_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoint-5.pt", {"update": 5})
+    (tmp_path / "checkpoint-10.pt.tmp").write_bytes(b"\x80\x02half-written")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-5.pt"
+    assert not (tmp_path / "checkpoint-10.pt.tmp").exists()

@@ -56,8 +56,18 @@ def update_checkpoints(exp_dir: Path) -> List[Tuple[int, Path]]:
     return _numbered(exp_dir, "checkpoint")
 
 
+def remove_partial_checkpoints(exp_dir: Path) -> List[Path]:
+    """Delete ``*.pt.tmp`` files: what a process killed in the middle of ``save_checkpoint`` leaves behind."""
+    removed = sorted(Path(exp_dir).glob("*.pt.tmp"))
+    for p in removed:
+        logger.warning("removing partial checkpoint %s (a previous run was killed while writing it)", p)
+        p.unlink(missing_ok=True)
+    return removed
+
+
 def latest_checkpoint(exp_dir: Path) -> Optional[Path]:
     """The checkpoint with the most updates done (epoch or periodic), to resume from."""
+    remove_partial_checkpoints(exp_dir)
     best: Optional[Tuple[int, Path]] = None
     for _, p in epoch_checkpoints(exp_dir) + update_checkpoints(exp_dir):
         try:
