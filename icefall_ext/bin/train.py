@@ -51,6 +51,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-overrides", default="{}", help="JSON dict merged into the model config")
     p.add_argument("--init-from", default=None,
                    help="checkpoint file or exp dir to start from (fine-tuning); token/language rows are mapped")
+    p.add_argument("--architecture-from", default=None,
+                   help="checkpoint file or exp dir whose architecture is built with fresh random weights (a "
+                        "from-scratch twin of an --init-from run)")
     p.add_argument("--freeze-encoder", type=str2bool, default=False, help="train only the heads")
     p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -98,13 +101,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..data.tokenizer import load_tokenizer
     from ..models.presets import build_model, model_config_from_preset
     from ..train.init import transfer_weights
-    from ..train.trainer import Trainer, load_cuts, seed_everything
+    from ..train.trainer import Trainer, load_cuts, mix_in, seed_everything
 
     seed_everything(cfg.seed)  # before the model is built: initial weights depend on it
 
     from ..train.checkpoint import load_checkpoint
 
-    for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts:
+    for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts + cfg.mix_cuts:
         if not Path(path).is_file():
             die(f"missing cut manifest {path} (run the feature stage first)")
     try:
@@ -130,12 +133,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     if model_config_path.is_file():
         model_config = json.loads(model_config_path.read_text())
         logger.info("using the model config of the existing experiment %s", model_config_path)
-    elif init_path is not None:
+    elif init_path is not None or args.architecture_from:
         # fine-tuning keeps the architecture of the checkpoint; only the output sizes follow the new tables
-        model_config = dict(load_checkpoint(init_path)["model_config"], vocab_size=tokenizer.vocab_size,
+        arch_path = init_path or _resolve_init_from(args.architecture_from)
+        model_config = dict(load_checkpoint(arch_path)["model_config"], vocab_size=tokenizer.vocab_size,
                             num_languages=len(languages) if cfg.lid_scale > 0 else 0)
         model_config.update(json.loads(args.model_overrides))
-        logger.info("fine-tuning: model architecture taken from %s", init_path)
+        logger.info("model architecture taken from %s", arch_path)
     else:
         use_ctc, use_transducer = HEADS[args.heads]
         overrides = json.loads(args.model_overrides)
@@ -168,7 +172,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                       init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder)
         atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
 
-    train_cuts, report = filter_cuts(load_cuts(cfg.train_cuts), can_encode=tokenizer.can_encode,
+    try:
+        all_train = mix_in(load_cuts(cfg.train_cuts), load_cuts(cfg.mix_cuts), cfg.mix_ratio, cfg.seed)
+    except ValueError as e:
+        die(str(e))
+    train_cuts, report = filter_cuts(all_train, can_encode=tokenizer.can_encode,
                                      min_duration=cfg.min_duration, max_duration=cfg.max_cut_duration)
     report.log("train cuts")
     if report.num_kept == 0:

@@ -66,6 +66,9 @@ class TrainConfig:
     noise_prob: float = 0.5
     noise_snr_min: float = 10.0
     noise_snr_max: float = 20.0
+    # fine-tuning against forgetting: cuts of the original training data, mixed in as this fraction of the audio
+    mix_cuts: List[str] = field(default_factory=list)
+    mix_ratio: float = 0.0
     seed: int = 42
     save_every_n: int = 0
     keep_last_k: int = 3
@@ -187,6 +190,33 @@ def load_cuts(paths: List[str]) -> CutSet:
             continue
         cuts.append(cs)
     return CutSet.from_cuts(c for cs in cuts for c in cs)
+
+
+def mix_in(new: CutSet, original: CutSet, ratio: float, seed: int = 42) -> CutSet:
+    """``new`` plus a random subset of ``original`` that makes up ``ratio`` of the total duration.
+
+    With ratio r and D seconds of new data, about r/(1-r)*D seconds of original data are drawn (all of it, with
+    a warning, when there is not that much). The subset is fixed for the run (drawn with ``seed``).
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mix ratio must be in [0, 1), got {ratio}")
+    if ratio == 0.0:
+        return new
+    want = ratio / (1.0 - ratio) * sum(c.duration for c in new)
+    pool = list(original)
+    random.Random(seed).shuffle(pool)
+    picked, total = [], 0.0
+    for cut in pool:
+        if total >= want:
+            break
+        picked.append(cut)
+        total += cut.duration
+    if total < want:
+        logger.warning("only %.1f s of original data for a mix ratio of %.2f (wanted %.1f s): using all of it",
+                       total, ratio, want)
+    logger.info("mixed in %d original cuts (%.1f s) with %d new cuts (ratio %.2f of the audio)", len(picked),
+                total, len(new), total / max(total + sum(c.duration for c in new), 1e-9))
+    return CutSet.from_cuts(list(new) + picked)
 
 
 class Trainer:
