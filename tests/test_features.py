@@ -60,3 +60,28 @@ def test_stored_features_equal_direct_knf_and_bad_audio_is_reported(audio_dir, t
         assert stored.shape == direct.shape
         np.testing.assert_allclose(stored, direct, atol=0.05)  # lilcom compression is lossy but tight
     assert len(good) == 2
+
+
+def test_noise_recordings_are_cut_into_windows(tmp_path):
+    """compute_fbank --window-seconds: recordings without supervisions (MUSAN-like noise) become fixed windows."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from lhotse import CutSet, Recording, RecordingSet
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for name, seconds in (("hum", 23.0), ("hiss", 4.0), ("short", 2.0)):
+        sf.write(tmp_path / f"{name}.wav", 0.1 * rng.standard_normal(int(seconds * 8000)), 8000)
+        recs.append(Recording.from_file(tmp_path / f"{name}.wav"))
+    (tmp_path / "m").mkdir()
+    RecordingSet.from_recordings(recs).to_file(tmp_path / "m/noise_recordings_all.jsonl.gz")
+    r = subprocess.run([sys.executable, "-m", "icefall_ext.bin.compute_fbank", "--manifest-dir", str(tmp_path / "m"),
+                        "--glob", "noise", "--out-dir", str(tmp_path / "f"), "--window-seconds", "10",
+                        "--num-jobs", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cuts = CutSet.from_file(tmp_path / "f/noise_cuts_all.jsonl.gz")
+    # 23 s -> 10 + 10 + 3 (dropped: under half a window); 4 s -> dropped; 2 s -> dropped
+    assert sorted(round(c.duration, 3) for c in cuts) == [10.0, 10.0]
+    assert all(c.has_features and c.features.sampling_rate == 16000 and c.num_frames == 1000 for c in cuts)

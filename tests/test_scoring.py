@@ -46,3 +46,11 @@ def test_errs_and_recogs_files(tmp_path):
     assert "de\t1\t1\t0\t0\t0\t0.00" in errs
     recogs = (tmp_path / "recogs.txt").read_text().splitlines()
     assert recogs[0] == "u1:\tref=['hello']"  # sorted by id
+
+
+def test_recogs_round_trip(tmp_path):
+    from icefall_ext.data.scoring import read_recogs, write_recogs
+
+    results = [("b-2", "two words", "two word"), ("a-1", "it's ok", ""), ("c:3", "x", "y z")]
+    write_recogs(tmp_path / "recogs.txt", results)
+    assert read_recogs(tmp_path / "recogs.txt") == {c: (r.split(), h.split()) for c, r, h in results}

@@ -97,3 +97,13 @@ def test_stage_range_and_missing_input(recipe):
     (out / "input.txt").write_text("x")
     r = run(recipe, "--stage", "3", "--stop-stage", "3")
     assert r.returncode == 0 and (out / ".done.3").exists()
+
+
+def test_config_file_is_overridden_by_command_line(recipe):
+    conf = recipe.parent / "big.conf"
+    conf.write_text("# a real-size setting\nstop_stage=0\nmini=true\nout_dir=elsewhere\n")
+    r = run(recipe, "--stop-stage", "0", "--out-dir", "out", "--config", str(conf))
+    assert r.returncode == 0, r.stderr
+    assert "stage=0 stop_stage=0 mini=true out_dir=out rest=" in r.stdout
+    r = run(recipe, "--config=" + str(recipe.parent / "missing.conf"))
+    assert r.returncode == 1 and "config file" in r.stderr and "not found" in r.stderr

@@ -4,6 +4,8 @@ For every ``<prefix>_recordings_<part>.jsonl.gz`` in --manifest-dir matching --g
 ``_supervisions_`` twin), writes ``<out-dir>/<prefix>_cuts_<part>.jsonl.gz`` and the features beside it.
 Cuts are trimmed to their supervisions, resampled to --sampling-rate, optionally speed-perturbed
 (0.9/1.1, train parts only). Unreadable audio is reported by id and skipped. Existing outputs are kept.
+Recordings without supervisions (noise corpora such as MUSAN) need --window-seconds: they are cut into windows
+of that length (shorter remainders below half a window are dropped), e.g. for ``train --noise-cuts``.
 
     python -m icefall_ext.bin.compute_fbank --manifest-dir data/manifests --glob 'cv-*' --out-dir data/fbank
 """
@@ -32,27 +34,39 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-jobs", type=int, default=2)
     p.add_argument("--speed-perturb", type=str2bool, default=False, help="add 0.9x and 1.1x copies of train parts")
     p.add_argument("--trim-to-supervisions", type=str2bool, default=True)
+    p.add_argument("--window-seconds", type=float, default=0.0,
+                   help="cut recordings into windows of this length (noise corpora without supervisions)")
     return p
 
 
-def pairs(manifest_dir: Path, pattern: str, parts: Optional[List[str]] = None) -> List[tuple]:
-    """(recordings, supervisions, cuts name) for each manifest pair under ``manifest_dir``."""
+def pairs(manifest_dir: Path, pattern: str, parts: Optional[List[str]] = None,
+          allow_unsupervised: bool = False) -> List[tuple]:
+    """(recordings, supervisions or None, cuts name) for each manifest pair under ``manifest_dir``."""
     found = []
     for rec in sorted(manifest_dir.glob(f"{pattern}_recordings_*.jsonl.gz")):
         part = rec.name.split("_recordings_", 1)[1].replace(".jsonl.gz", "")
         if parts and part not in parts:
             continue
         sup = rec.with_name(rec.name.replace("_recordings_", "_supervisions_"))
-        if not sup.is_file():
+        if not sup.is_file() and allow_unsupervised:
+            sup = None
+        elif not sup.is_file():
             logger.warning("%s has no supervisions manifest %s: skipped", rec, sup.name)
             continue
         found.append((rec, sup, rec.name.replace("_recordings_", "_cuts_")))
     return found
 
 
-def make_cuts(rec_path: Path, sup_path: Path, trim: bool):
+def make_cuts(rec_path: Path, sup_path: Optional[Path], trim: bool, window_seconds: float = 0.0):
     from lhotse import CutSet, RecordingSet, SupervisionSet
     from lhotse.qa import fix_manifests
+
+    if window_seconds > 0:
+        recordings = RecordingSet.from_file(rec_path)
+        supervisions = SupervisionSet.from_file(sup_path) if sup_path else None
+        cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).cut_into_windows(
+            window_seconds)
+        return cuts.filter(lambda c: c.duration >= window_seconds / 2).to_eager()
 
     recordings, supervisions = fix_manifests(RecordingSet.from_file(rec_path), SupervisionSet.from_file(sup_path))
     cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
@@ -66,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_logging()
     if not args.manifest_dir.is_dir():
         die(f"manifest dir {args.manifest_dir} does not exist (run the preparation stage first)")
-    todo = pairs(args.manifest_dir, args.glob, args.parts)
+    todo = pairs(args.manifest_dir, args.glob, args.parts, allow_unsupervised=args.window_seconds > 0)
     if not todo:
         die(f"no '{args.glob}_recordings_*.jsonl.gz' manifests in {args.manifest_dir}")
 
@@ -80,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             if out.is_file():
                 logger.info("%s exists: skipped", out)
                 continue
-            cuts = make_cuts(rec, sup, args.trim_to_supervisions)
+            cuts = make_cuts(rec, sup, args.trim_to_supervisions, args.window_seconds)
             if args.speed_perturb and "_train" in name:
                 cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
             stem = name.replace(".jsonl.gz", "")

@@ -7,7 +7,10 @@
 For each test set and method it writes ``recogs-<set>-<method><tag>.txt``, ``errs-<set>-<method><tag>.txt``
 (aligned errors and the per-language table), ``summary-<set>-<method><tag>.json``, and appends one line to
 ``<out-dir>/results.tsv``. Utterances longer than --chunk-seconds are decoded in overlapping crops whose outputs
-are stitched back together (long-form audio such as VoxPopuli's ~30 s segments).
+are stitched back together (long-form audio such as VoxPopuli's ~30 s segments). ``--method streaming-greedy``
+(causal transducers) decodes each utterance's audio chunk by chunk with --decode-chunk-len feature frames per
+chunk, following sherpa-onnx's online recognizer, so its output can be compared with a streaming sherpa-onnx
+decode of the exported model.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
     p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
     p.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
+    p.add_argument("--decode-chunk-len", type=int, default=32,
+                   help="feature frames per chunk for streaming-greedy (as in export_onnx)")
     p.add_argument("--chunk-seconds", type=float, default=0.0, help="crop utterances longer than this (0: never)")
     p.add_argument("--chunk-overlap-seconds", type=float, default=2.0)
     p.add_argument("--max-duration", type=float, default=300.0, help="seconds of audio per batch")
@@ -78,6 +83,29 @@ def duration_bucket(duration: float, edges: List[float]) -> str:
         if duration < hi:
             return f"{lo:g}-{hi:g}"
     return f">{edges[-1]:g}"
+
+
+def streaming_decode(model, cuts, tokenizer, decode_chunk_len: int,
+                     device: torch.device) -> List[Tuple[str, str, str]]:
+    """(cut id, reference, hypothesis) of chunk-by-chunk greedy search on each cut's audio.
+
+    Features are computed from the audio plus the tail padding sherpa-onnx's online decoding adds, with the
+    same kaldi-native-fbank front end, so the result is the PyTorch twin of a streaming sherpa-onnx decode.
+    """
+    from tqdm import tqdm
+
+    from ..data.dataset import cut_text
+    from ..data.features import compute_fbank
+    from ..export.sherpa import load_cut_audio, streaming_padded
+    from ..export.streaming import online_greedy_search
+
+    out = []
+    for cut in tqdm(cuts, desc="streaming decode", mininterval=5.0):
+        (samples,), _ = load_cut_audio([cut])
+        feats = torch.from_numpy(compute_fbank(streaming_padded(samples))).to(device)
+        hyp = online_greedy_search(model, feats, decode_chunk_len)
+        out.append((cut.id, cut_text(cut), tokenizer.decode(hyp)))
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -138,11 +166,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         edges = [float(x) for x in args.duration_buckets.split(",") if x.strip()]
         buckets = {c.id: duration_bucket(c.duration, edges) for c in cuts} if edges else {}
         t0, audio = time.time(), sum(c.duration for c in cuts)
+        batch_methods = [m for m in methods if m != "streaming-greedy"]
+        if "streaming-greedy" in methods:
+            results["streaming-greedy"] = streaming_decode(model, cuts, tokenizer, args.decode_chunk_len, device)
         with torch.no_grad():
-            for batch in tqdm(iterate_batches(cuts, args.max_duration), desc=f"decode {name}",
-                              mininterval=5.0):
+            for batch in tqdm(iterate_batches(cuts, args.max_duration) if batch_methods else [],
+                              desc=f"decode {name}", mininterval=5.0):
                 enc, enc_lens = encode_batch(model, batch, device, chunk, overlap, amp)
-                for m in methods:
+                for m in batch_methods:
                     hyps = decode_encoder_output(model, enc.float(), enc_lens, m, beam=args.beam,
                                                  lm=lm if m == "ctc-beam" else None, alpha=alpha, beta=beta,
                                                  token_table=tokenizer.token_table)

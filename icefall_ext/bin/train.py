@@ -138,7 +138,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         arch_path = init_path or _resolve_init_from(args.architecture_from)
         model_config = dict(load_checkpoint(arch_path)["model_config"], vocab_size=tokenizer.vocab_size,
                             num_languages=len(languages) if cfg.lid_scale > 0 else 0)
-        model_config.update(json.loads(args.model_overrides))
+        overrides = json.loads(args.model_overrides)
+        model_config["encoder_kwargs"] = {**model_config["encoder_kwargs"], **overrides.pop("encoder_kwargs", {})}
+        model_config.update(overrides)
         logger.info("model architecture taken from %s", arch_path)
     else:
         use_ctc, use_transducer = HEADS[args.heads]

@@ -100,6 +100,19 @@ def write_recogs(path: Path, results: Sequence[Tuple[str, str, str]]) -> None:
     atomic_write_text(Path(path), "".join(lines))
 
 
+def read_recogs(path: Path) -> Dict[str, Tuple[List[str], List[str]]]:
+    """Inverse of :func:`write_recogs`: cut id -> (reference words, hypothesis words)."""
+    import ast
+
+    out: Dict[str, Tuple[List[str], List[str]]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        cut_id, _, field = line.rpartition(":\t")
+        kind, _, words = field.partition("=")
+        ref, hyp = out.get(cut_id, ([], []))
+        out[cut_id] = (ast.literal_eval(words), hyp) if kind == "ref" else (ref, ast.literal_eval(words))
+    return out
+
+
 def write_errs(
     path: Path,
     results: Sequence[Tuple[str, str, str]],

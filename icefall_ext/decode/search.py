@@ -2,7 +2,9 @@
 
 Methods: ``ctc-greedy``, ``ctc-beam`` (prefix beam search; with ``lm`` for word n-gram shallow fusion),
 ``greedy`` (transducer batched greedy), ``modified-beam`` (transducer, beam 4 by default). ``auto`` picks
-transducer greedy when the model has a transducer, else CTC greedy.
+transducer greedy when the model has a transducer, else CTC greedy. ``streaming-greedy`` (causal transducer only)
+decodes each utterance chunk by chunk with explicit encoder states, exactly as sherpa-onnx's online recognizer
+does (:func:`icefall_ext.export.streaming.online_greedy_search`); it works from audio, not from a batch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-METHODS = ("auto", "ctc-greedy", "ctc-beam", "greedy", "modified-beam")
+METHODS = ("auto", "ctc-greedy", "ctc-beam", "greedy", "modified-beam", "streaming-greedy")
 
 
 def resolve_method(model, method: str) -> str:
@@ -23,6 +25,8 @@ def resolve_method(model, method: str) -> str:
         raise ValueError(f"--method {method} needs a CTC head; this model has none")
     if method in ("greedy", "modified-beam") and not has_transducer:
         raise ValueError(f"--method {method} needs a transducer; this model has none (use ctc-greedy)")
+    if method == "streaming-greedy" and not (has_transducer and getattr(model.encoder, "causal", False)):
+        raise ValueError("--method streaming-greedy needs a causal (chunked) encoder with a transducer")
     if method not in METHODS:
         raise ValueError(f"unknown decoding method {method!r}; choose from {METHODS}")
     return method
