@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -62,3 +63,17 @@ def tiny_corpus(tmp_path_factory):
     CharTokenizer.build(t for _, t in TINY_TEXTS).save(lang_dir)
     write_languages(["de", "en"], lang_dir / "languages.txt")
     return {"cuts": d / "tiny_cuts.jsonl.gz", "lang_dir": lang_dir, "texts": [t for _, t in TINY_TEXTS], "dir": d}
+
+
+def run_recipe(recipe: str, work: Path, *args: str, timeout: int = 1500) -> tuple:
+    """Run ``egs/<recipe>/run.sh --work-dir work args...``; returns (command, CompletedProcess)."""
+    cmd = ["bash", str(ROOT / "egs" / recipe / "run.sh"), "--work-dir", str(work), *args]
+    return cmd, subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_stages(r: subprocess.CompletedProcess, stages: range, skipped: bool = False) -> None:
+    """Every stage printed ``Stage N: `` (and, with ``skipped``, that it was skipped as done); exit status 0."""
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    for n in stages:
+        pattern = rf"Stage {n}: .*\(skipped: done" if skipped else rf"Stage {n}: "
+        assert re.search(pattern, r.stdout), f"stage {n} {'ran again' if skipped else 'did not run'}"

@@ -105,9 +105,9 @@ pick cache_size 1000 6
 pick lambda_unlabelled 10 2
 pick crop_updates 10000 10
 pick final_updates 100000 150
-pick scratch_updates 200000 300
+pick scratch_updates 200000 150
 pick scratch_lr 0.045 0.045
-pick spec_aug_delay 20000 100
+pick spec_aug_delay 20000 50
 pick cv_ft_updates 20000 40
 pick pl_shards 64 2
 pick ls_updates 50000 150
@@ -130,8 +130,10 @@ vp_unlabelled() { for l in $unlabelled_languages; do printf '%s ' "$fbank/voxpop
 if stage 0 "Corpora" "$corpus_dir/.done"; then
   if [ "$mini" = true ]; then
     for layout in commonvoice voxpopuli librispeech; do
+      # LibriSpeech serves the transfer experiment only: half the size of the stand-alone LibriSpeech recipe's
+      scale=$mini_scale; [ $layout = librispeech ] && scale=$(awk "BEGIN { print $mini_scale / 2 }")
       python "$root/local/make_mini_corpus.py" --layout $layout --out "$corpus_dir/$layout" --seed "$seed" \
-        --scale "$mini_scale" --num-jobs 2
+        --scale "$scale" --num-jobs 2
     done
   else
     for l in $unlabelled_languages; do lhotse download voxpopuli --subset asr "$vp_dir"; done
