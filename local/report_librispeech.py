@@ -79,6 +79,13 @@ def main() -> None:
         f"Model: {config.get('preset', enc)}, transducer (pruned RNN-T) + CTC, {num_params(offline)} parameters; "
         "WER in %.",
         "",
+        "With `--mini true` the corpus is the synthesised mini LibriSpeech (espeak-ng voices reading sequences of "
+        "frequent English words, 1 h of training audio, held-out voices for dev/test and extreme pitch/speed for "
+        "the 'other' sets) and the models train for minutes on a CPU: the numbers show that each stage learns and "
+        "that the exported models decode like PyTorch, not LibriSpeech accuracy. The real-data settings are in "
+        "`conf/` (icefall's 65.5M-parameter Zipformer reports 2.22 / 4.87 WER on test-clean / test-other with "
+        "greedy search).",
+        "",
         "## Offline model",
         "",
         *table([("greedy search", offline / "decode", "greedy"),

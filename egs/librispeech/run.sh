@@ -29,9 +29,10 @@
 #   --train-sets             "train-clean-100 train-clean-360 train-other-500" / "train-clean-100"
 #   --speed-perturb true / false, --musan true / false, --vocab-size 500 / 100 (BPE)
 #   --max-duration 1000 / 40, --world-size 1, --dtype bfloat16 / float32, --lr 0.045
-#   --num-epochs 30 / 0, --max-updates 0 / 500 (0: no limit), --avg 9 / 2 (epoch checkpoints averaged in decoding)
+#   --num-epochs 30 / 0, --max-updates 0 / 400 (0: no limit), --avg 9 / 2 (epoch checkpoints averaged in decoding)
 #   --chunk-sizes 16,32,64,-1 --left-context 64,128,256,-1   (streaming training, 50 Hz frames; -1 = full)
 #   --decode-chunk-len 32    feature frames per streaming step (= 2 x the first chunk size)
+#   --streaming-sets         sets decoded by the streaming model (mini: test-clean test-other)
 #   --streaming-from-offline false / true   start the streaming model from the offline one (--streaming-updates 150)
 #   --multilingual-exp       egs/commonvoice_voxpopuli/exp/base (a trained multilingual CTC model)
 #   --transfer-sets          "train-clean-100 train-960" / "train-clean-100", --transfer-updates 60000 / 150
@@ -72,6 +73,7 @@ decode_chunk_len=32
 streaming=true
 streaming_from_offline=
 streaming_updates=
+streaming_sets=
 beam=4
 multilingual_exp=
 transfer_sets=
@@ -92,7 +94,7 @@ pick vocab_size 500 100   # the mini corpus has 850 transcripts: 500 pieces woul
 pick max_duration 1000 40
 pick dtype bfloat16 float32
 pick num_epochs 30 0
-pick max_updates 0 500
+pick max_updates 0 400
 pick warmup_updates 500 150   # Eden's warm-up (icefall: 500 batches)
 pick save_every_n 4000 250
 pick avg 9 2
@@ -104,13 +106,14 @@ pick transfer_updates 60000 150
 pick transfer_lr 0.0045 0.01
 pick streaming_from_offline false true
 pick streaming_updates 0 150
+pick streaming_sets "dev-clean dev-other test-clean test-other" "test-clean test-other"  # utterance by utterance: slow on CPU
 
 fbank=data/fbank
 lang=data/lang_bpe_$vocab_size
 preset=$encoder-$size
 sets="dev-clean dev-other test-clean test-other"
 cuts_of() { for p in "$@"; do printf '%s ' "$fbank/librispeech_cuts_$p.jsonl.gz"; done; }
-test_sets() { for p in $sets; do printf '%s=%s ' "$p" "$fbank/librispeech_cuts_$p.jsonl.gz"; done; }
+test_sets() { for p in ${1:-$sets}; do printf '%s=%s ' "$p" "$fbank/librispeech_cuts_$p.jsonl.gz"; done; }
 noise_flags() { [ "$musan" = true ] && printf -- '--noise-cuts %s ' $fbank/musan_cuts_*.jsonl.gz; true; }
 # 50 Hz chunk sizes of a conformer are in its 25 Hz output frames; the zipformer takes them at 50 Hz
 streaming_overrides() {
@@ -189,7 +192,7 @@ if [ "$streaming" = true ] && stage 6 "Streaming $preset transducer + CTC (rando
 fi
 
 if [ "$streaming" = true ] && stage 7 "Streaming decode in PyTorch (chunk by chunk)" exp/$encoder-streaming/.done.decode; then
-  decode --exp-dir exp/$encoder-streaming --cuts $(test_sets) --method streaming-greedy greedy \
+  decode --exp-dir exp/$encoder-streaming --cuts $(test_sets "$streaming_sets") --method streaming-greedy greedy \
     --decode-chunk-len "$decode_chunk_len"
   mark_done exp/$encoder-streaming/.done.decode
 fi
@@ -202,7 +205,7 @@ if stage 8 "Export to sherpa-onnx and decode with it" exp/.done.export; then
   if [ "$streaming" = true ]; then
     python -m icefall_ext.bin.export_onnx --exp-dir exp/$encoder-streaming --lang-dir $lang --avg "$avg" \
       --type streaming-transducer --decode-chunk-len "$decode_chunk_len" --out-dir exp/$encoder-streaming/onnx
-    python -m icefall_ext.bin.sherpa_decode --onnx-dir exp/$encoder-streaming/onnx --cuts $(test_sets) \
+    python -m icefall_ext.bin.sherpa_decode --onnx-dir exp/$encoder-streaming/onnx --cuts $(test_sets "$streaming_sets") \
       --out-dir exp/$encoder-streaming/sherpa-decode
   fi
   mark_done exp/.done.export
