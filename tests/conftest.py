@@ -34,33 +34,40 @@ TINY_TEXTS = [
 ]
 
 
+def espeak_corpus(d: Path, texts, name: str, id_format: str = "{lang}-{i}"):
+    """``texts`` ((lang, text) pairs) synthesised with espeak-ng into ``d``, as lhotse cuts with fbank features
+    written to ``d/<name>_cuts.jsonl.gz``, and a char lang dir ``d/lang_char``. Returns the (eager) cuts."""
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from icefall_ext.data.features import compute_and_store_fbank
+    from icefall_ext.data.tokenizer import CharTokenizer
+
+    recs, sups = [], []
+    for i, (lang, text) in enumerate(texts):
+        rid = id_format.format(lang=lang, i=i)
+        rec = Recording.from_file(espeak_wav(d / f"{rid}.wav", text, lang, speed=170), recording_id=rid)
+        recs.append(rec)
+        sups.append(SupervisionSegment(id=rid, recording_id=rid, start=0, duration=rec.duration, text=text,
+                                       language=lang))
+    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs),
+                                 supervisions=SupervisionSet.from_segments(sups)).trim_to_supervisions()
+    cuts, _ = compute_and_store_fbank(cuts, d / "fbank", name, num_jobs=1)
+    cuts.to_file(d / f"{name}_cuts.jsonl.gz")
+    CharTokenizer.build(t for _, t in texts).save(d / "lang_char")
+    return cuts.to_eager()
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """Six short espeak-ng utterances (en, de) as a prepared corpus: cuts with fbank features, a char lang dir.
 
     Returns a dict with paths: ``cuts`` (jsonl.gz), ``lang_dir``, and ``texts``.
     """
-    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
-
     from icefall_ext.data.dataset import write_languages
-    from icefall_ext.data.features import compute_and_store_fbank
-    from icefall_ext.data.tokenizer import CharTokenizer
 
     d = tmp_path_factory.mktemp("tiny_corpus")
-    recs, sups = [], []
-    for i, (lang, text) in enumerate(TINY_TEXTS):
-        rid = f"{lang}-{i}"
-        wav = espeak_wav(d / f"{rid}.wav", text, lang, speed=170)
-        rec = Recording.from_file(wav, recording_id=rid)
-        recs.append(rec)
-        sups.append(SupervisionSegment(id=rid, recording_id=rid, start=0, duration=rec.duration, text=text,
-                                       language=lang))
-    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs),
-                                 supervisions=SupervisionSet.from_segments(sups)).trim_to_supervisions()
-    cuts, _ = compute_and_store_fbank(cuts, d / "fbank", "tiny", num_jobs=1)
-    cuts.to_file(d / "tiny_cuts.jsonl.gz")
+    espeak_corpus(d, TINY_TEXTS, "tiny")
     lang_dir = d / "lang_char"
-    CharTokenizer.build(t for _, t in TINY_TEXTS).save(lang_dir)
     write_languages(["de", "en"], lang_dir / "languages.txt")
     return {"cuts": d / "tiny_cuts.jsonl.gz", "lang_dir": lang_dir, "texts": [t for _, t in TINY_TEXTS], "dir": d}
 

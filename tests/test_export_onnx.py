@@ -26,7 +26,8 @@ from icefall_ext.export.sherpa import SherpaDecoder, load_cut_audio, streaming_p
 from icefall_ext.export.streaming import online_greedy_search, streaming_window
 from icefall_ext.train.checkpoint import load_averaged_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, espeak_corpus
+
 CHUNK = 32  # --decode-chunk-len: 8 encoder frames, the chunk the Conformer is trained with
 
 TEXTS = [
@@ -39,34 +40,14 @@ TEXTS = [
 ]
 
 
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """24 espeak-ng utterances (en, de) as cuts with fbank features, a char lang dir, and their waveforms
     resampled to 16 kHz (the samples both sherpa-onnx and PyTorch decode)."""
-    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
-
-    from icefall_ext.data.features import compute_and_store_fbank
-    from icefall_ext.data.tokenizer import CharTokenizer
-
     d = tmp_path_factory.mktemp("export_corpus")
-    recs, sups = [], []
-    for i, (lang, text) in enumerate(TEXTS):
-        rid = f"{lang}-{i:02d}"
-        subprocess.run(["espeak-ng", "-v", lang, "-s", "170", "-w", str(d / f"{rid}.wav"), text], check=True,
-                       capture_output=True)
-        rec = Recording.from_file(d / f"{rid}.wav", recording_id=rid)
-        recs.append(rec)
-        sups.append(SupervisionSegment(id=rid, recording_id=rid, start=0, duration=rec.duration, text=text,
-                                       language=lang))
-    cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs),
-                                 supervisions=SupervisionSet.from_segments(sups)).trim_to_supervisions()
-    cuts, _ = compute_and_store_fbank(cuts, d / "fbank", "export", num_jobs=1)
-    cuts.to_file(d / "cuts.jsonl.gz")
-    CharTokenizer.build(t for _, t in TEXTS).save(d / "lang_char")
-    cuts = cuts.to_eager()
+    cuts = espeak_corpus(d, TEXTS, "export", id_format="{lang}-{i:02d}")
     waveforms, _ = load_cut_audio(cuts)
-    return {"dir": d, "cuts": d / "cuts.jsonl.gz", "lang_dir": d / "lang_char", "waveforms": waveforms,
+    return {"dir": d, "cuts": d / "export_cuts.jsonl.gz", "lang_dir": d / "lang_char", "waveforms": waveforms,
             "refs": [c.supervisions[0].text for c in cuts]}
 
 
