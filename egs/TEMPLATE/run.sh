@@ -104,12 +104,12 @@ fi
 
 if stage 3 "Train $exp" $exp/.done; then
   if [ -n "$init_from" ]; then
-    model="--init-from $init_from --freeze-encoder $freeze_encoder"
+    model=(--init-from "$init_from" --freeze-encoder "$freeze_encoder")
   else
-    model="--preset $preset --heads $heads --model-overrides $model_overrides"
+    model=(--preset "$preset" --heads "$heads" --model-overrides "$model_overrides")  # JSON may hold spaces
   fi
   python -m icefall_ext.bin.train --exp-dir $exp --lang-dir $lang --train-cuts "$(cuts train)" \
-    --valid-cuts "$(cuts dev)" $model ${mix_cuts:+--mix-cuts $mix_cuts --mix-ratio $mix_ratio} \
+    --valid-cuts "$(cuts dev)" "${model[@]}" ${mix_cuts:+--mix-cuts $mix_cuts --mix-ratio $mix_ratio} \
     --lr "$lr" --scheduler "$scheduler" --warmup-updates "${warmup_updates:-$((max_updates / 10 + 1))}" \
     --max-updates "$max_updates" --num-epochs "$num_epochs" --max-duration "$max_duration" \
     --optimizer scaled_adam --spec-augment "$spec_augment" --world-size "$world_size" --dtype "$dtype" \
