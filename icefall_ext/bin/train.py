@@ -100,12 +100,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..data.filtering import filter_cuts
     from ..data.tokenizer import load_tokenizer
     from ..models.presets import build_model, model_config_from_preset
+    from ..train.checkpoint import load_checkpoint
     from ..train.init import transfer_weights
     from ..train.trainer import Trainer, load_cuts, mix_in, seed_everything
 
     seed_everything(cfg.seed)  # before the model is built: initial weights depend on it
-
-    from ..train.checkpoint import load_checkpoint
 
     for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts + cfg.mix_cuts:
         if not Path(path).is_file():

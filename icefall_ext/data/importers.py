@@ -26,7 +26,8 @@ from .filtering import FilterReport
 
 logger = logging.getLogger(__name__)
 
-def _read_table(path: Path, report: FilterReport, with_value: bool = True) -> Dict[str, str]:
+
+def _read_table(path: Path, report: FilterReport) -> Dict[str, str]:
     """``id value`` lines of a Kaldi file; empty lines and duplicate ids are reported, the first id wins."""
     out: Dict[str, str] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -202,7 +202,8 @@ def mix_in(new: CutSet, original: CutSet, ratio: float, seed: int = 42) -> CutSe
         raise ValueError(f"mix ratio must be in [0, 1), got {ratio}")
     if ratio == 0.0:
         return new
-    want = ratio / (1.0 - ratio) * sum(c.duration for c in new)
+    new_seconds = sum(c.duration for c in new)
+    want = ratio / (1.0 - ratio) * new_seconds
     pool = list(original)
     random.Random(seed).shuffle(pool)
     picked, total = [], 0.0
@@ -215,7 +216,7 @@ def mix_in(new: CutSet, original: CutSet, ratio: float, seed: int = 42) -> CutSe
         logger.warning("only %.1f s of original data for a mix ratio of %.2f (wanted %.1f s): using all of it",
                        total, ratio, want)
     logger.info("mixed in %d original cuts (%.1f s) with %d new cuts (ratio %.2f of the audio)", len(picked),
-                total, len(new), total / max(total + sum(c.duration for c in new), 1e-9))
+                total, len(new), total / max(total + new_seconds, 1e-9))
     return CutSet.from_cuts(list(new) + picked)
 
 
@@ -272,8 +273,9 @@ class Trainer:
         self.spec_augment = make_spec_augment() if cfg.spec_augment else None
         noise = None
         if cfg.noise_cuts:  # additive noise (e.g. MUSAN cuts with features), mixed in the feature domain by lhotse
-            noise = CutMix(load_cuts(cfg.noise_cuts).drop_supervisions().to_eager(), snr=(cfg.noise_snr_min, cfg.noise_snr_max),
-                           p=cfg.noise_prob, seed=cfg.seed, preserve_id=True)
+            noise = CutMix(load_cuts(cfg.noise_cuts).drop_supervisions().to_eager(),
+                           snr=(cfg.noise_snr_min, cfg.noise_snr_max), p=cfg.noise_prob, seed=cfg.seed,
+                           preserve_id=True)
         self.train_dataset = AsrDataset(self.tokenizer, self.languages, noise=noise)
         sampler = make_sampler(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets,
                                seed=cfg.seed, world_size=self.world_size, rank=self.rank, drop_last=self.world_size > 1)
