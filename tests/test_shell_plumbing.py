@@ -1,5 +1,6 @@
 """utils/parse_options.sh and utils/stage.sh, run through bash like a recipe does."""
 
+import re
 import subprocess
 import textwrap
 
@@ -107,3 +108,116 @@ def test_config_file_is_overridden_by_command_line(recipe):
     assert "stage=0 stop_stage=0 mini=true out_dir=out rest=" in r.stdout
     r = run(recipe, "--config=" + str(recipe.parent / "missing.conf"))
     assert r.returncode == 1 and "config file" in r.stderr and "not found" in r.stderr
+
+
+def test_abs_paths_resolves_against_the_callers_directory(tmp_path):
+    script = textwrap.dedent("""\
+        set -euo pipefail
+        . {root}/utils/stage.sh
+        echo "pwd=$PWD"
+        rel=data/train.tsv dotted=./a/../b/./c//d/ up=../x/../y abs=/data/../corpus empty= spaced="my corpus/x"
+        dot=. list="cuts/a.jsonl.gz  /abs/b.jsonl.gz ../c.jsonl.gz" one_word=cuts/one.jsonl.gz no_list=
+        abs_paths rel dotted up abs empty spaced dot
+        abs_paths --words list one_word no_list
+        cd /  # as run.sh cd's into its work dir: the values no longer depend on the current directory
+        for v in rel dotted up abs empty spaced dot list one_word no_list; do echo "$v=${{!v}}"; done
+        """).format(root=ROOT)
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    r = subprocess.run(["bash", "-c", script], cwd=caller, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    pwd = got.pop("pwd")
+    parent = pwd.rsplit("/", 1)[0]
+    assert got == {
+        "rel": f"{pwd}/data/train.tsv",
+        "dotted": f"{pwd}/b/c/d",  # '.', '..' and repeated or trailing '/' normalised; need not exist
+        "up": f"{parent}/y",
+        "abs": "/data/../corpus",  # absolute: left as it is
+        "empty": "",  # empty: stays empty, so that the recipe's default applies later
+        "spaced": f"{pwd}/my corpus/x",  # a single path may hold spaces
+        "dot": pwd,
+        "list": f"{pwd}/cuts/a.jsonl.gz /abs/b.jsonl.gz {parent}/c.jsonl.gz",  # --words: each word resolved
+        "one_word": f"{pwd}/cuts/one.jsonl.gz",
+        "no_list": "",
+    }
+
+
+def test_path_options_and_config_are_relative_to_the_caller_defaults_to_the_work_dir(tmp_path):
+    """The plumbing of every run.sh: parse, abs_paths, cd into the work dir, then `pick` defaults."""
+    recipe = tmp_path / "recipe" / "run.sh"
+    recipe.parent.mkdir()
+    recipe.write_text(textwrap.dedent("""\
+        #!/usr/bin/env bash
+        set -euo pipefail
+        work_dir=
+        corpus_dir=
+        data=
+        mini=false
+        . {root}/utils/parse_options.sh
+        . {root}/utils/stage.sh
+        abs_paths work_dir corpus_dir data
+        mkdir -p "$work_dir"
+        cd "$work_dir"
+        pick corpus_dir download mini_corpus
+        echo "work=$(pwd -P) corpus_dir=$corpus_dir data=$data mini=$mini"
+        require "$data"
+        """).format(root=ROOT))
+    caller = tmp_path / "caller"
+    (caller / "conf").mkdir(parents=True)
+    (caller / "conf/paths.conf").write_text("mini=true\ndata=inputs/table.tsv\n")
+    (caller / "inputs").mkdir()
+    (caller / "inputs/table.tsv").write_text("audio\ttext\n")
+    r = subprocess.run(["bash", str(recipe), "--config", "conf/paths.conf", "--work-dir", "out/w"], cwd=caller,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    c = caller.resolve()
+    assert f"work={c}/out/w corpus_dir=mini_corpus data={c}/inputs/table.tsv mini=true" in r.stdout
+    r = subprocess.run(["bash", str(recipe), "--work-dir", "w2", "--corpus-dir", "../corpora", "--data",
+                        "inputs/../inputs/table.tsv"], cwd=caller, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"work={c}/w2 corpus_dir={c.parent}/corpora data={c}/inputs/table.tsv mini=false" in r.stdout
+
+
+def test_template_readme_example_with_relative_paths(tmp_path, tiny_corpus):
+    """README, "Adapting to a new corpus": tables, --init-from, --mix-cuts and --work-dir given relative to the
+    directory run.sh is called from, through import (stage 0) and fine-tuning from the checkpoint (stage 3)."""
+    import json
+    import shutil
+
+    from icefall_ext.data.tokenizer import read_tokens_txt
+    from icefall_ext.models.presets import build_model, model_config_from_preset
+    from icefall_ext.train.checkpoint import save_checkpoint
+
+    caller = tmp_path / "caller"
+    (caller / "clips").mkdir(parents=True)
+    rows = []
+    for i, text in enumerate(tiny_corpus["texts"]):
+        wav = next(tiny_corpus["dir"].glob(f"*-{i}.wav"))
+        shutil.copy(wav, caller / "clips" / wav.name)
+        rows.append(f"clips/{wav.name}\t{text}\n")  # paths relative to the table's folder
+    (caller / "train.tsv").write_text("audio\ttext\n" + "".join(rows))
+    (caller / "dev.tsv").write_text("audio\ttext\n" + "".join(rows[::3]))
+    tokens = read_tokens_txt(tiny_corpus["lang_dir"] / "tokens.txt")
+    config = model_config_from_preset("conformer-tiny", vocab_size=len(tokens))
+    (caller / "models/base").mkdir(parents=True)
+    save_checkpoint(caller / "models/base/epoch-1.pt",
+                    {"model": build_model(config).state_dict(), "model_config": config, "tokens": tokens})
+    (caller / "orig").mkdir()
+    shutil.copy(tiny_corpus["cuts"], caller / "orig/cuts_train.jsonl.gz")
+
+    cmd = ["bash", str(ROOT / "egs/TEMPLATE/run.sh"), "--name", "mycorpus", "--train", "train.tsv", "--dev",
+           "dev.tsv", "--init-from", "models/base", "--lr", "0.01", "--scheduler", "constant",
+           "--mix-cuts", "orig/cuts_train.jsonl.gz", "--mix-ratio", "0.2", "--work-dir", "work",
+           "--stop-stage", "3", "--max-updates", "1", "--max-duration", "40", "--threads", "1",
+           "--spec-augment", "false"]
+    r = subprocess.run(cmd, cwd=caller, capture_output=True, text=True, timeout=600)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
+    work = caller / "work"
+    assert (work / "data/manifests/mycorpus_supervisions_train.jsonl.gz").is_file()
+    assert "model architecture taken from" in log and "initialised from" in log
+    assert re.search(r"mixed in \d+ original cuts", log)
+    record = json.loads((work / "exp/mycorpus-ctc/train_config.json").read_text())
+    assert record["init_from"] == str((caller / "models/base/epoch-1.pt").resolve())
+    assert record["mix_cuts"] == [str((caller / "orig/cuts_train.jsonl.gz").resolve())]

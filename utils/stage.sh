@@ -9,6 +9,17 @@
 # `stage N DESC [DONE_MARKER]` prints "Stage N: DESC" and succeeds when stage <= N <= stop_stage and
 # the done marker (if given) does not exist yet; a finished stage prints that it is skipped.
 # Done markers are written last (mark_done), so a stage that failed half-way runs again.
+#
+# Paths given on the command line (or in a --config file) are relative to the directory the recipe is run from,
+# although run.sh then cd's into its work dir; so, right after sourcing this file and before the cd:
+#
+#   abs_paths work_dir train dev init_from    # one path each (a path may hold spaces)
+#   abs_paths --words mix_cuts                # a space-separated list of paths: each word is resolved
+#
+# `abs_paths [--words] VAR...` rewrites each relative value as "$PWD/value", normalised lexically ('.', '..' and
+# repeated '/' removed; the path need not exist yet, e.g. a --work-dir that is still to be created). An absolute
+# value is left as it is and an empty one stays empty, so defaults that a recipe sets later with `pick` (after the
+# cd, meant relative to the work dir) keep their meaning: only values set by the user are resolved.
 
 log() {
   local caller
@@ -53,4 +64,37 @@ pick() {
   local var=$1
   [ -n "${!var}" ] && return 0
   if [ "${mini:-false}" = true ]; then printf -v "$var" '%s' "$3"; else printf -v "$var" '%s' "$2"; fi
+}
+
+abs_path() {
+  # abs_path PATH : print PATH made absolute against $PWD and normalised (empty and absolute paths unchanged).
+  local p=$1 part IFS=/
+  local -a parts stack=()
+  case "$p" in ''|/*) printf '%s' "$p"; return 0 ;; esac
+  read -r -a parts <<< "$PWD/$p"
+  for part in "${parts[@]}"; do
+    case "$part" in
+      ''|.) ;;
+      ..) [ ${#stack[@]} -eq 0 ] || unset 'stack[${#stack[@]}-1]' ;;
+      *) stack+=("$part") ;;
+    esac
+  done
+  printf '/%s' ${stack[@]+"${stack[@]}"}
+}
+
+abs_paths() {
+  # abs_paths [--words] VAR... : resolve each VAR's value with abs_path (with --words: each word of it).
+  local __ap_var __ap_words=false __ap_w __ap_out
+  local -a __ap_list
+  if [ "${1:-}" = --words ]; then __ap_words=true; shift; fi
+  for __ap_var in "$@"; do
+    if [ "$__ap_words" = true ]; then
+      __ap_out=
+      read -r -a __ap_list <<< "${!__ap_var:-}"  # split on blanks, no globbing
+      for __ap_w in ${__ap_list[@]+"${__ap_list[@]}"}; do __ap_out+="${__ap_out:+ }$(abs_path "$__ap_w")"; done
+      printf -v "$__ap_var" '%s' "$__ap_out"
+    else
+      printf -v "$__ap_var" '%s' "$(abs_path "${!__ap_var:-}")"
+    fi
+  done
 }

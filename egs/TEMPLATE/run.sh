@@ -32,6 +32,8 @@
 #   --max-updates 2000, --num-epochs 0, --lr 0.045 (from scratch; 0.01 is a good start for --init-from)
 #   --max-duration 200 (seconds of audio per batch), --world-size 1, --dtype float32 (bfloat16 on GPUs)
 #   --export-type auto       auto, ctc, transducer, or streaming-transducer (needs a causal encoder)
+# Relative paths (--train, --dev, --test, --init-from, --mix-cuts, --work-dir) are taken from the directory run.sh is
+# called from; a table's audio paths are relative to the table's folder.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -71,6 +73,8 @@ export_type=auto
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
+abs_paths work_dir train dev test init_from  # relative to where run.sh is called from, before the cd
+abs_paths --words mix_cuts
 mkdir -p "${work_dir:=$here}"
 cd "$work_dir"
 
