@@ -21,6 +21,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.qa import validate_recordings_and_supervisions
 
+from icefall_ext.data.corpus_check import BadItems, Item, probe_audio
+
 logger = logging.getLogger(__name__)
 
 Pathlike = Union[str, Path]
@@ -30,6 +32,7 @@ class UnlabelledManifests(NamedTuple):
     recordings: RecordingSet
     supervisions: SupervisionSet
     unreadable: List[str]  # ids of files that were skipped
+    report: Optional[BadItems] = None  # the same, with the reasons
 
 
 def find_unlabelled_root(corpus_dir: Path) -> Path:
@@ -37,23 +40,21 @@ def find_unlabelled_root(corpus_dir: Path) -> Path:
     return nested if nested.is_dir() else corpus_dir
 
 
-def read_recording(path: Path, check_decode: bool) -> Tuple[str, Optional[Recording]]:
-    """The recording of ``path``, or None (with the reason logged) if it cannot be read."""
+def read_recording(path: Path, check_decode: bool) -> Tuple[str, Optional[Recording], str]:
+    """(id, recording, "") of ``path``, or (id, None, reason) if it cannot be read (the shared corpus check)."""
     recording_id = path.stem
-    try:
-        recording = Recording.from_file(path, recording_id=recording_id)
-        if recording.num_samples <= 0:
-            raise ValueError("no audio samples")
-        if check_decode:
-            samples = recording.load_audio()
-            if samples.shape[-1] != recording.num_samples:
-                raise ValueError(
-                    f"decoded {samples.shape[-1]} samples, header says {recording.num_samples}"
-                )
-    except Exception as error:  # any decoder failure means the file is unusable
-        logger.warning("Skipping unreadable file %s (%s): %s", recording_id, path, error)
-        return recording_id, None
-    return recording_id, recording
+    reason = probe_audio(path)
+    if reason is None:
+        try:
+            recording = Recording.from_file(path, recording_id=recording_id)
+            if check_decode:
+                samples = recording.load_audio()
+                if samples.shape[-1] != recording.num_samples:
+                    raise ValueError(f"decoded {samples.shape[-1]} samples, header says {recording.num_samples}")
+            return recording_id, recording, ""
+        except Exception as error:  # noqa: BLE001 - any decoder failure means the file is unusable
+            reason = f"unreadable: {type(error).__name__}: {error}".splitlines()[0][:300]
+    return recording_id, None, reason
 
 
 def prepare_language(
@@ -63,11 +64,14 @@ def prepare_language(
     with ThreadPoolExecutor(max_workers=max(1, num_jobs)) as pool:
         results = list(pool.map(lambda p: read_recording(p, check_decode), paths))
     recordings, unreadable = [], []
-    for recording_id, recording in results:
+    report = BadItems(num_items=len(paths))
+    for path, (recording_id, recording, reason) in zip(paths, results):
         if recording is None:
             unreadable.append(recording_id)
+            report.add(Item(recording_id, path), reason)
         else:
             recordings.append(recording)
+    report.log(f"voxpopuli-unlabelled-{language}")
     supervisions = [
         SupervisionSegment(
             id=recording.id,
@@ -85,7 +89,7 @@ def prepare_language(
     supervision_set = SupervisionSet.from_segments(supervisions)
     if recordings:
         validate_recordings_and_supervisions(recording_set, supervision_set)
-    return UnlabelledManifests(recording_set, supervision_set, unreadable)
+    return UnlabelledManifests(recording_set, supervision_set, unreadable, report)
 
 
 def prepare_voxpopuli_unlabelled(
@@ -119,6 +123,7 @@ def prepare_voxpopuli_unlabelled(
         if output_dir is not None:
             output_dir = Path(output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
+            result.report.write(output_dir / f"bad_items_voxpopuli-unlabelled-{language}.tsv")
             result.recordings.to_file(output_dir / f"voxpopuli-unlabelled_recordings_{language}.jsonl.gz")
             result.supervisions.to_file(
                 output_dir / f"voxpopuli-unlabelled_supervisions_{language}.jsonl.gz"

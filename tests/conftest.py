@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,13 @@ def tiny_corpus(tmp_path_factory):
     lang_dir = d / "lang_char"
     write_languages(["de", "en"], lang_dir / "languages.txt")
     return {"cuts": d / "tiny_cuts.jsonl.gz", "lang_dir": lang_dir, "texts": [t for _, t in TINY_TEXTS], "dir": d}
+
+
+def make_mini_corpus(layout: str, out: Path, seed: int = 0, scale: float = 0.01) -> subprocess.CompletedProcess:
+    """Write a mini corpus in ``layout`` (commonvoice, voxpopuli, librispeech) with the synthesiser's command line."""
+    command = [sys.executable, str(ROOT / "local" / "make_mini_corpus.py"), "--layout", layout, "--out", str(out),
+               "--seed", str(seed), "--scale", str(scale), "--num-jobs", "2"]
+    return subprocess.run(command, check=True, capture_output=True, text=True)
 
 
 def run_recipe(recipe: str, work: Path, *args: str, timeout: int = 1500) -> tuple:

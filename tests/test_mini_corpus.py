@@ -25,21 +25,19 @@ from lhotse.recipes import prepare_commonvoice, prepare_librispeech, prepare_vox
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "local"))
 import make_mini_corpus as mmc  # noqa: E402
+from conftest import make_mini_corpus  # noqa: E402
 from prepare_voxpopuli_unlabelled import prepare_voxpopuli_unlabelled  # noqa: E402
 
 SCALE = 0.01
+
+
+def make_corpus(layout: str, out: Path, seed: int = 0, scale: float = SCALE) -> subprocess.CompletedProcess:
+    return make_mini_corpus(layout, out, seed, scale)
+
 CV_LANGS = {"en", "de", "fr", "es", "it", "el", "ru"}
 VP_TRANSCRIBED = {"en", "de", "fr", "es", "it"}
 VP_UNLABELLED = {"en", "de", "fr", "es", "it", "el"}
 LS_SPLITS = {"train-clean-100", "dev-clean", "dev-other", "test-clean", "test-other"}
-
-
-def make_corpus(layout: str, out: Path, seed: int = 0, scale: float = SCALE) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, str(ROOT / "local" / "make_mini_corpus.py"), "--layout", layout,
-        "--out", str(out), "--seed", str(seed), "--scale", str(scale), "--num-jobs", "2",
-    ]
-    return subprocess.run(command, check=True, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,8 @@
 #   --cache-size 1000 / 6, --replace-prob 0.1, --lambda-unlabelled 10 / 2, --crop-updates, --crop-seconds 10
 #   --max-pl-tokens 630, --pl-shards 64 / 2, --gamma-lid 1.0, --max-duration 600 / 40, --world-size 1,
 #   --spec-augment true / false, --dtype bfloat16 / float32, --lm-alphas, --lm-betas (LM weight / word bonus grid tuned on dev-clean)
+# Relative paths given as options (--work-dir, --corpus-dir, --cv-dir, --vp-dir, --ls-dir) are taken from the directory
+# run.sh is called from; the defaults (download/, mini_corpus/) are under the work dir.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -83,6 +85,7 @@ valid_every=
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
+abs_paths work_dir corpus_dir cv_dir vp_dir ls_dir  # relative to where run.sh is called from, before the cd
 mkdir -p "${work_dir:=$here}"
 cd "$work_dir"
 
@@ -147,18 +150,19 @@ if stage 1 "Manifests" data/manifests/.done; then
   [ -n "$cv_dir" ] || die "Common Voice must be downloaded by hand (https://commonvoice.mozilla.org/datasets);
 extract the languages into one directory and pass it as --cv-dir (or use --mini true)"
   require "$cv_dir" "$vp_dir" "$ls_dir"
-  lang_flags=$(for l in $languages; do printf -- '-l %s ' "$l"; done)
-  lhotse prepare commonvoice $lang_flags -j 2 "$cv_dir" data/manifests
+  # lhotse's recipes, with every missing / empty / unreadable clip and empty transcript reported by id and skipped
+  # (data/manifests/bad_items_*.tsv)
+  prepare="python -m icefall_ext.bin.prepare_corpus --output-dir data/manifests -j 2"
+  $prepare commonvoice --corpus-dir "$cv_dir" -l $languages
   for l in $unlabelled_languages; do
-    # lhotse reads the segment annotations from its output dir (the official scripts' asr_<lang>.tsv.gz)
-    if [ -f "$vp_dir/transcribed_data/$l/asr_$l.tsv.gz" ]; then
-      cp "$vp_dir/transcribed_data/$l/asr_$l.tsv.gz" data/manifests/
-      lhotse prepare voxpopuli --task asr --lang "$l" "$vp_dir" data/manifests
+    # segment annotations: the official scripts' asr_<lang>.tsv.gz (or lhotse's download in data/manifests)
+    if [ -f "$vp_dir/transcribed_data/$l/asr_$l.tsv.gz" ] || [ -f "data/manifests/asr_$l.tsv.gz" ]; then
+      $prepare voxpopuli-asr --corpus-dir "$vp_dir" -l "$l"
     fi
   done
   python "$root/local/prepare_voxpopuli_unlabelled.py" --corpus-dir "$vp_dir" --output-dir data/manifests \
     --languages $unlabelled_languages
-  lhotse prepare librispeech -j 2 "$ls_dir/LibriSpeech" data/manifests
+  $prepare librispeech --corpus-dir "$ls_dir/LibriSpeech"
   mark_done data/manifests/.done
 fi
 

@@ -37,6 +37,8 @@
 #   --multilingual-exp       egs/commonvoice_voxpopuli/exp/base (a trained multilingual CTC model)
 #   --transfer-sets          "train-clean-100 train-960" / "train-clean-100", --transfer-updates 60000 / 150
 # Real-size settings for GPUs: --config conf/zipformer_medium_4gpu.conf (see conf/).
+# Relative paths given as options (--config, --work-dir, --corpus-dir, --multilingual-exp) are taken from the directory
+# run.sh is called from; the default corpus dir (download/, mini_corpus/) is under the work dir.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -82,6 +84,7 @@ transfer_lr=
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
+abs_paths work_dir corpus_dir multilingual_exp  # relative to where run.sh is called from, before the cd
 mkdir -p "${work_dir:=$here}"
 cd "$work_dir"
 
@@ -144,10 +147,12 @@ fi
 
 if stage 1 "Manifests" data/manifests/.done; then
   require "$corpus_dir/LibriSpeech"
-  lhotse prepare librispeech -j 2 "$corpus_dir/LibriSpeech" data/manifests
+  # lhotse's recipes; missing / unreadable audio and empty transcripts are reported by id and skipped
+  prepare="python -m icefall_ext.bin.prepare_corpus --output-dir data/manifests -j 2"
+  $prepare librispeech --corpus-dir "$corpus_dir/LibriSpeech"
   if [ "$musan" = true ]; then
     require "$corpus_dir/musan"
-    lhotse prepare musan "$corpus_dir/musan" data/manifests
+    $prepare musan --corpus-dir "$corpus_dir/musan"
   fi
   mark_done data/manifests/.done
 fi

@@ -13,6 +13,7 @@ of that length (shorter remainders below half a window are dropped), e.g. for ``
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -58,8 +59,16 @@ def pairs(manifest_dir: Path, pattern: str, parts: Optional[List[str]] = None,
 
 
 def make_cuts(rec_path: Path, sup_path: Optional[Path], trim: bool, window_seconds: float = 0.0):
+    """The cuts of a manifest pair (None when no recording has a supervision)."""
     from lhotse import CutSet, RecordingSet, SupervisionSet
     from lhotse.qa import fix_manifests
+
+    def empty(path: Optional[Path]) -> bool:
+        with gzip.open(path, "rt") as f:
+            return not any(line.strip() for line in f)
+
+    if empty(rec_path) or (sup_path is not None and empty(sup_path)):
+        return None
 
     if window_seconds > 0:
         recordings = RecordingSet.from_file(rec_path)
@@ -95,11 +104,18 @@ def main(argv: Optional[List[str]] = None) -> None:
                 logger.info("%s exists: skipped", out)
                 continue
             cuts = make_cuts(rec, sup, args.trim_to_supervisions, args.window_seconds)
+            if cuts is None:
+                logger.warning("%s: no recordings with supervisions (every item was bad, or none was prepared): "
+                               "no %s written", rec, out.name)
+                continue
             if args.speed_perturb and "_train" in name:
                 cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
             stem = name.replace(".jsonl.gz", "")
             with_feats, report = compute_and_store_fbank(cuts, args.out_dir / f"{stem}_storage", stem, opts,
                                                          args.num_jobs, executor=pool)
+            if len(with_feats) == 0:
+                logger.warning("%s: none of its %d cuts has features: no %s written", rec, len(cuts), out.name)
+                continue
             tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
             with_feats.to_file(tmp)
             tmp.rename(out)

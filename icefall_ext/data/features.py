@@ -4,8 +4,9 @@ sherpa-onnx computes its features with kaldi-native-fbank; training here uses th
 (:class:`FbankOptions`), so there is no train/deploy mismatch. Features are stored with lhotse's
 ``LilcomChunkyWriter`` and referenced from lhotse cut manifests.
 
-Audio that cannot be read (corrupt or missing file) is reported by cut id and skipped: one bad file never
-stops a feature stage, and nothing disappears silently (see :class:`FeatureReport`).
+Audio that cannot be read (corrupt, truncated or missing file), digital silence and audio too short for one frame
+are reported by cut id and skipped: one bad file never stops a feature stage, and nothing disappears silently
+(see :class:`FeatureReport`).
 """
 
 from __future__ import annotations
@@ -130,9 +131,13 @@ def _extract_part(args) -> Tuple[CutSet, FeatureReport]:
                 samples = cut.resample(opts.sampling_rate).load_audio()
                 if samples.shape[0] > 1:
                     samples = samples.mean(axis=0, keepdims=True)
+                if not np.any(samples):
+                    raise ValueError("digital silence (every sample is zero)")
                 feats = compute_fbank(samples[0], opts)
                 if feats.shape[0] == 0:
                     raise ValueError("audio too short for one frame")
+                if not np.isfinite(feats).all():
+                    raise ValueError("non-finite features")
             except Exception as e:  # noqa: BLE001 - any decoding failure is reported, never fatal
                 report.failed.append((cut.id, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
                 continue
