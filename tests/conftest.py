@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,8 +12,10 @@ import pytest
 import torch
 
 # The models in the tests are tiny: one thread avoids the oversubscription that makes small ops on 2 shared
-# cores tens of times slower. Subprocesses started by the tests pass --threads 1 for the same reason.
-torch.set_num_threads(1)
+# cores tens of times slower. Subprocesses started by the tests pass --threads THREADS for the same reason.
+# ICEFALL_EXT_TEST_THREADS=2 runs the suite with two (assertions on trained models must hold either way).
+THREADS = os.environ.get("ICEFALL_EXT_TEST_THREADS", "1")
+torch.set_num_threads(int(THREADS))
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,14 +6,14 @@ import subprocess
 
 import pytest
 
-from conftest import assert_stages, run_recipe
+from conftest import THREADS, assert_stages, run_recipe
 
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.03", "--preset", "conformer-tiny", "--max-duration", "40",
     "--base-updates", "24", "--ft-updates", "4", "--ipl-updates", "10", "--cache-size", "2", "--lm-alphas", "0,1", "--lm-betas", "0",
     "--lambda-unlabelled", "2", "--crop-updates", "3", "--final-updates", "8", "--scratch-updates", "8",
     "--spec-aug-delay", "4", "--cv-ft-updates", "4", "--ls-updates", "8", "--valid-every", "8", "--pl-shards", "2",
-    "--threads", "1", "--unlabelled-languages", "de el",
+    "--threads", THREADS, "--unlabelled-languages", "de el",
 ]
 
 

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, THREADS
 
 SCRIPT = textwrap.dedent("""\
     #!/usr/bin/env bash
@@ -209,7 +209,7 @@ def test_template_readme_example_with_relative_paths(tmp_path, tiny_corpus):
     cmd = ["bash", str(ROOT / "egs/TEMPLATE/run.sh"), "--name", "mycorpus", "--train", "train.tsv", "--dev",
            "dev.tsv", "--init-from", "models/base", "--lr", "0.01", "--scheduler", "constant",
            "--mix-cuts", "orig/cuts_train.jsonl.gz", "--mix-ratio", "0.2", "--work-dir", "work",
-           "--stop-stage", "3", "--max-updates", "1", "--max-duration", "40", "--threads", "1",
+           "--stop-stage", "3", "--max-updates", "1", "--max-duration", "40", "--threads", THREADS,
            "--spec-augment", "false"]
     r = subprocess.run(cmd, cwd=caller, capture_output=True, text=True, timeout=600)
     log = r.stdout + r.stderr

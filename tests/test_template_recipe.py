@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT
+from conftest import ROOT, THREADS
 
-TINY = ["--preset", "conformer-tiny", "--max-updates", "12", "--max-duration", "40", "--threads", "1",
+TINY = ["--preset", "conformer-tiny", "--max-updates", "12", "--max-duration", "40", "--threads", THREADS,
         "--spec-augment", "false", "--lr", "0.02"]
 
 

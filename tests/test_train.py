@@ -11,13 +11,15 @@ import torch
 
 from icefall_ext.train.checkpoint import average_state_dicts, load_averaged_model, load_checkpoint
 
+from conftest import THREADS
+
 
 def train_cmd(corpus, exp_dir, *extra):
     return [sys.executable, "-m", "icefall_ext.bin.train", "--exp-dir", str(exp_dir),
             "--lang-dir", str(corpus["lang_dir"]), "--train-cuts", str(corpus["cuts"]),
             "--preset", "conformer-tiny", "--max-duration", "100", "--num-epochs", "0",
             "--scheduler", "constant", "--warmup-updates", "10", "--lr", "3e-3", "--log-every-n", "10",
-            "--threads", "1", *extra]
+            "--threads", THREADS, *extra]
 
 
 def last_epoch(exp_dir):
@@ -43,19 +45,32 @@ def decode_all(exp_dir, corpus, method="auto"):
     return dict(zip(batch["texts"], (tok.decode(h) for h in hyps)))
 
 
+# Budgets and bounds measured on the tiny corpus under ATEN_CPU_CAPABILITY native (AVX-512) / avx2 / default,
+# oneDNN and MKL limited to AVX2, and 1 or 2 threads: CTC reaches CER 0 after 75 of its 160 updates in every
+# setting; the transducer (cosine decay, so that it settles instead of oscillating as it did at a constant rate)
+# reaches CER 0 after 125 of 250 updates in three settings and 0.10 (one word dropped) in the fourth. Untrained:
+# CER 0.95. The bound is 2.5x the worst measured value and leaves no room for a model that did not learn.
+OVERFIT_MAX_CER = 0.25
+
+
 @pytest.mark.parametrize("heads,extra", [
     ("ctc", ["--lid-scale", "1.0", "--max-updates", "160"]),
-    ("transducer", ["--max-updates", "200", "--lr", "5e-3", "--model-overrides",
+    ("transducer", ["--max-updates", "250", "--lr", "5e-3", "--scheduler", "warmup_cosine", "--model-overrides",
                     '{"decoder_dim": 64, "joiner_dim": 64, '
                     '"encoder_kwargs": {"d_model": 96, "num_layers": 3, "feedforward_dim": 192}}']),
 ])
 def test_tiny_model_overfits_and_decodes(tiny_corpus, tmp_path, heads, extra):
+    from icefall_ext.data.scoring import score
+
     exp = tmp_path / "exp"
     r = run(train_cmd(tiny_corpus, exp, "--heads", heads, "--spec-augment", "false",
                       "--valid-cuts", str(tiny_corpus["cuts"]), *extra))
     assert r.returncode == 0, r.stderr[-3000:]
     decoded = decode_all(exp, tiny_corpus)
-    assert decoded == {t: t for t in tiny_corpus["texts"]}
+    refs = tiny_corpus["texts"]
+    cer = score(refs, [decoded[t] for t in refs], unit="char").total.rate / 100
+    assert cer <= OVERFIT_MAX_CER, decoded
+    assert sum(decoded[t] == t for t in refs) >= len(refs) // 2, decoded  # most are exact, not all near misses
     ckpt = load_checkpoint(exp / "epoch-1.pt") if (exp / "epoch-1.pt").exists() else None
     state = load_checkpoint(last_epoch(exp))
     assert state["update"] == int(extra[extra.index("--max-updates") + 1]) and state["tokens"][0] == "<blk>"
