@@ -157,14 +157,16 @@ def test_causal_model_ignores_future_chunks():
     assert not torch.allclose(a[:, -4:], b[:, -4:])
 
 
-def _transducer_heads(vocab=500, decoder_dim=512, joiner_dim=512, encoder_dim=512) -> int:
-    """Parameters of icefall's stateless transducer heads (context 2) with pruned-RNN-T
-    projections: decoder embedding + grouped conv, joiner projections and output,
-    simple_am_proj and simple_lm_proj."""
-    decoder = vocab * decoder_dim + decoder_dim * 4 * 2
-    joiner = (encoder_dim + decoder_dim + 2) * joiner_dim + (joiner_dim + 1) * vocab
-    simple = (encoder_dim + 1) * vocab + (decoder_dim + 1) * vocab
-    return decoder + joiner + simple
+def _transducer_heads(causal: bool, vocab=500) -> int:
+    """Parameters outside the encoder of the model this repository builds for the medium preset: stateless
+    decoder, joiner, simple_am_proj / simple_lm_proj (counted on the model, not from a formula)."""
+    from icefall_ext.models.presets import build_model, model_config_from_preset
+
+    config = model_config_from_preset("zipformer-medium", vocab_size=vocab, use_ctc=False, use_transducer=True,
+                                      encoder_kwargs={"causal": causal})
+    with torch.device("meta"):
+        model = build_model(config)
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder."))
 
 
 @pytest.mark.parametrize("causal,published", [(False, 65_549_011), (True, 66_110_931)])
@@ -175,8 +177,9 @@ def test_medium_matches_published_icefall_size(causal, published):
         model = Zipformer(**PRESETS["medium"], causal=causal)
     encoder = sum(p.numel() for p in model.parameters())
     unused_in_icefall = sum(d * n for d, n in zip(model.encoder_dim, model.num_encoder_layers))
-    assert encoder + _transducer_heads() + unused_in_icefall == published
-    assert 64e6 <= encoder + _transducer_heads() <= 67e6
+    heads = _transducer_heads(causal)
+    assert encoder + heads + unused_in_icefall == published
+    assert 64e6 <= encoder + heads <= 67e6
 
 
 def test_preset_sizes():
@@ -294,3 +297,56 @@ def test_exports_to_onnx_offline_and_streaming():
     got, got_lens = session.run(None, {"x": x.numpy(), "x_lens": lens.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), ref, atol=1e-4, rtol=1e-4)
     assert got_lens.tolist() == ref_lens.tolist()
+
+
+def test_feature_mask_zeroes_channels_above_the_unmasked_dims_in_training_only():
+    torch.manual_seed(0)
+    model = Zipformer(**PRESETS["tiny"], encoder_unmasked_dim=[16, 24, 32, 24], feature_mask_prob=1.0)
+    seen = {}
+    model.stacks[0].register_forward_hook(lambda mod, args, out: seen.__setitem__("out", out[0]))
+    x, x_lens = torch.randn(2, 100, 80), torch.tensor([100, 80])
+    model.train()
+    model(x, x_lens)
+    assert seen["out"][..., 16:].abs().max() == 0 and seen["out"][..., :16].abs().max() > 0
+    model.eval()
+    model(x, x_lens)
+    assert seen["out"][..., 16:].abs().max() > 0
+    # with p = 0.5 about p of the utterances lose the middle band and about 1 - (1-p)^2 the top band
+    model.feature_mask_prob = 0.5
+    model.train()
+    masks = model._feature_masks(torch.zeros(4000, 1, 32))
+    mid, top = masks[0][:, 0, 16 + 4], masks[0][:, 0, 31]
+    assert abs(float((mid == 0).float().mean()) - 0.5) < 0.04
+    assert abs(float((top == 0).float().mean()) - 0.75) < 0.04
+    assert bool(((mid == 0) <= (top == 0)).all())  # the top band is masked whenever the middle one is
+
+
+def test_constant_attention_attends_uniformly_to_unpadded_frames():
+    from icefall_ext.models.zipformer_modules import Scheduled
+
+    torch.manual_seed(0)
+    model = Zipformer(**PRESETS["tiny"])
+    layer = model.stacks[0].layers[0]
+    layer.const_attention_rate = Scheduled(model.clock, (0.0, 1.0))
+    seen = {}
+    original = layer.self_attn1.forward
+
+    def capture(x, weights, cache=None):
+        seen["w"] = weights
+        return original(x, weights, cache)
+
+    layer.self_attn1.forward = capture
+    x, x_lens = torch.randn(2, 100, 80), torch.tensor([100, 60])
+    model.train()
+    model(x, x_lens)
+    w = seen["w"]  # (N, H, T, T) at the first stack's frame rate
+    counts = (w > 0).sum(-1)  # attended keys per query
+    for i in range(2):
+        n = int(counts[i, 0, 0])
+        assert bool((counts[i] == n).all())  # every query of an utterance attends to the same (unpadded) keys
+        torch.testing.assert_close(w[i][w[i] > 0], torch.full_like(w[i][w[i] > 0], 1.0 / n))
+    assert int(counts[1, 0, 0]) < int(counts[0, 0, 0]) == w.shape[-1]  # the padded utterance attends to fewer
+    valid = [int(counts[0, 0, 0])]
+    model.eval()
+    model(x, x_lens)
+    assert not torch.allclose(seen["w"][0, 0, 0, :valid[0]], torch.full((valid[0],), 1.0 / valid[0]))

@@ -9,7 +9,7 @@ from icefall_ext.models.subsampling import make_pad_mask
 
 
 class Decoder(nn.Module):
-    """Stateless prediction network: embedding -> depthwise Conv1d over the last
+    """Stateless prediction network: embedding -> grouped Conv1d (4 channels a group) over the last
     ``context_size`` tokens -> ReLU. The blank embedding is fixed at zero."""
 
     def __init__(self, vocab_size: int, decoder_dim: int, blank_id: int = 0, context_size: int = 2) -> None:
@@ -22,7 +22,9 @@ class Decoder(nn.Module):
         self.context_size = context_size
         self.embedding = nn.Embedding(vocab_size, decoder_dim, padding_idx=blank_id)
         self.conv = (
-            nn.Conv1d(decoder_dim, decoder_dim, context_size, groups=decoder_dim, bias=False)
+            # grouped as icefall's stateless decoder (groups of 4 channels) when the dimension allows it
+            nn.Conv1d(decoder_dim, decoder_dim, context_size,
+                      groups=decoder_dim // 4 if decoder_dim % 4 == 0 else 1, bias=False)
             if context_size > 1
             else None
         )

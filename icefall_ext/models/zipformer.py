@@ -86,6 +86,9 @@ class ZipformerLayer(nn.Module):
         self.conv_skip_rate = Scheduled(clock, (0.0, 0.2), (4000.0, 0.05), (16000.0, 0.0))
         self.ff2_skip_rate = Scheduled(clock, (0.0, 0.1), (4000.0, 0.01), (50000.0, 0.0))
         self.ff3_skip_rate = Scheduled(clock, (0.0, 0.1), (4000.0, 0.01), (50000.0, 0.0))
+        # in training, sometimes attend uniformly to every unmasked frame (pushes the attention modules towards
+        # also being useful as averages over time)
+        self.const_attention_rate = Scheduled(clock, (0.0, 0.25), (4000.0, 0.025))
 
     def forward(
         self,
@@ -113,6 +116,9 @@ class ZipformerLayer(nn.Module):
 
         x_orig = x
         weights, key_c = self.attn_weights(x, pos_emb, key_padding_mask, attn_mask, key_c)
+        if train and float(torch.rand(())) < float(self.const_attention_rate):
+            allowed = (weights[:, :1] > 0).to(weights.dtype)  # (N, 1, T, Tk): masks are the same for every head
+            weights = (allowed / allowed.sum(dim=-1, keepdim=True).clamp(min=1.0)).expand_as(weights)
         x = x + self.feed_forward1(x)
         na, nla_c = self.nonlin_attention(x, weights[:, 0:1], nla_c)
         x = x + na * attn_keep
@@ -189,10 +195,12 @@ class ZipformerStack(nn.Module):
         left_context_chunks: int = -1,
         states: Optional[List[Tensor]] = None,
         processed_lens: Optional[Tensor] = None,
+        feature_mask: Optional[Tensor] = None,
     ) -> Tuple[Tensor, List[Tensor]]:
         """x: (N, T, dim) at the embedding rate; lens: (N,).  chunk_size is in
         embedding frames (-1: no chunking).  Streaming: `states` holds 6 tensors
-        per layer and processed_lens (N,) the embedding frames already seen."""
+        per layer and processed_lens (N,) the embedding frames already seen.
+        feature_mask (N, 1, dim), training only: multiplies each layer's output."""
         x_orig = x
         ds = self.downsample_factor
         if ds > 1:
@@ -217,6 +225,8 @@ class ZipformerStack(nn.Module):
         for i, layer in enumerate(self.layers):
             cache = None if states is None else states[6 * i : 6 * i + 6]
             x, new_cache = layer(x, pos_emb, key_padding_mask, attn_mask, chunk_size, cache)
+            if feature_mask is not None:
+                x = x * feature_mask
             if new_cache is not None:
                 new_states.extend(new_cache)
 
@@ -259,7 +269,9 @@ class Zipformer(nn.Module):
     equals streaming when left_context_frames[0] is a multiple of chunk_size[0].
     dropout: a constant rate, or None for the schedule 0.3 -> 0.1 over 20k batches.
     The encoder counts its own training batches (buffer `batch_count`) to drive
-    the scheduled regularisers, so resuming from a state_dict resumes them too.
+    the scheduled regularisers, so resuming from a state_dict resumes them too;
+    the trainer sets the count (`set_batch_count`) to icefall's duration-adjusted
+    batch index before each update.
     """
 
     subsampling_factor = 4
@@ -283,6 +295,8 @@ class Zipformer(nn.Module):
         dropout: Optional[float] = None,
         warmup_batches: float = 4000.0,
         embed_channels: Sequence[int] = (8, 32, 128),
+        encoder_unmasked_dim: Optional[IntOrList] = None,
+        feature_mask_prob: float = 0.125,
     ) -> None:
         super().__init__()
         ds = [int(d) for d in downsampling_factor]
@@ -301,6 +315,14 @@ class Zipformer(nn.Module):
             if d % 4 != 0:
                 raise ValueError(f"encoder dims must be multiples of 4, got {d}")
         self.output_dim = max(self.encoder_dim)
+        # feature masking in training: channels above encoder_unmasked_dim[i] of stack i are zeroed for some
+        # utterances (the upper half of them for p of the utterances, the rest for about 2p); None: off
+        self.encoder_unmasked_dim = (None if encoder_unmasked_dim is None
+                                     else _per_stack(encoder_unmasked_dim, n, "encoder_unmasked_dim"))
+        if self.encoder_unmasked_dim is not None and any(
+                u > d for u, d in zip(self.encoder_unmasked_dim, self.encoder_dim)):
+            raise ValueError("encoder_unmasked_dim must not exceed encoder_dim")
+        self.feature_mask_prob = float(feature_mask_prob)
         self.causal = causal
         self.chunk_size = [int(c) for c in chunk_size]
         self.left_context_frames = [int(c) for c in left_context_frames]
@@ -360,6 +382,22 @@ class Zipformer(nn.Module):
             return -1, -1
         return chunk, (-1 if left < 0 else max(left // chunk, 1))
 
+    def _feature_masks(self, x: Tensor) -> List[Optional[Tensor]]:
+        """Per stack, a (N, 1, dim) mask of kept channels in training, or None."""
+        if not self.training or self.encoder_unmasked_dim is None or self.feature_mask_prob <= 0:
+            return [None] * len(self.encoder_dim)
+        n, p = x.shape[0], self.feature_mask_prob
+        keep_mid = (torch.rand(n, 1, 1, device=x.device) > p).to(x.dtype)
+        keep_top = keep_mid * (torch.rand(n, 1, 1, device=x.device) > p).to(x.dtype)
+        masks = []
+        for dim, unmasked in zip(self.encoder_dim, self.encoder_unmasked_dim):
+            mid = unmasked + (dim - unmasked) // 2
+            mask = torch.ones(n, 1, dim, dtype=x.dtype, device=x.device)
+            mask[..., unmasked:mid] = keep_mid
+            mask[..., mid:] = keep_top
+            masks.append(mask)
+        return masks
+
     def _combine_outputs(self, outputs: List[Tensor]) -> Tensor:
         pieces, have = [outputs[-1]], self.encoder_dim[-1]
         for out, dim in zip(reversed(outputs[:-1]), reversed(self.encoder_dim[:-1])):
@@ -378,19 +416,25 @@ class Zipformer(nn.Module):
         processed_lens: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor, List[Tensor]]:
         outputs, new_states, offset = [], [], 0
-        for stack, dim in zip(self.stacks, self.encoder_dim):
+        masks = self._feature_masks(x)
+        for stack, dim, mask in zip(self.stacks, self.encoder_dim, masks):
             x = _match_channels(x, dim)
             stack_states = None
             if states is not None:
                 stack_states = states[6 * offset : 6 * (offset + stack.num_layers)]
                 offset += stack.num_layers
             x, stack_new = stack(
-                x, lens, chunk_size, left_context_chunks, stack_states, processed_lens
+                x, lens, chunk_size, left_context_chunks, stack_states, processed_lens, mask
             )
             outputs.append(x)
             new_states.extend(stack_new)
         out, out_lens = self.downsample_output(self._combine_outputs(outputs), lens)
         return out, out_lens, new_states
+
+    def set_batch_count(self, count: float) -> None:
+        """Set the training-batch count that drives the scheduled regularisers (the trainer passes icefall's
+        duration-adjusted count before each update; without it, each training forward counts one)."""
+        self.batch_count.fill_(float(count))
 
     def forward(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
         """x: (N, T, feature_dim) with T >= 7; x_lens: (N,) int64.
@@ -545,5 +589,6 @@ PRESETS: Dict[str, Dict] = {
         value_head_dim=12,
         pos_head_dim=4,
         pos_dim=48,
+        encoder_unmasked_dim=[192, 192, 256, 256, 256, 192],  # icefall's feature masking
     ),
 }

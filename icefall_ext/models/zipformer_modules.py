@@ -6,7 +6,8 @@ caches is handled by :class:`icefall_ext.models.zipformer.ZipformerLayer`.
 
 Regularisers of the reference recipe that only shape gradients (Balancer,
 Whiten, ScaleGrad, the attention-score penalty) are left out; the scheduled
-dropouts, layer skipping and bypass-scale limits are kept.
+dropouts, layer skipping, bypass-scale limits, constant-attention rate and
+feature masking (``encoder_unmasked_dim``, in the medium preset) are kept.
 """
 
 import math
