@@ -219,3 +219,32 @@ def test_partial_checkpoint_is_ignored_and_removed(tmp_path):
     (tmp_path / "checkpoint-10.pt.tmp").write_bytes(b"\x80\x02half-written")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-5.pt"
     assert not (tmp_path / "checkpoint-10.pt.tmp").exists()
+
+
+def test_training_from_lazy_manifests_and_shar_shards(tiny_corpus, tmp_path):
+    """`lhotse shar export` of the cuts, then training from the shards (read lazily, never to_eager): the same
+    number of updates, and losses in the range of training from the jsonl manifest (eager and lazy)."""
+    shar = tmp_path / "shar"
+    r = run(["lhotse", "shar", "export", "-f", "lilcom", "-s", "2", str(tiny_corpus["cuts"]), str(shar)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list(shar.glob("cuts.*.jsonl*"))) == 3 and len(list(shar.glob("features.*.tar"))) == 3
+
+    def train(name, cuts, *extra):
+        exp = tmp_path / name
+        cmd = train_cmd(tiny_corpus, exp, "--max-updates", "12", "--max-duration", "3", "--spec-augment", "false",
+                        "--log-every-n", "4", *extra)
+        cmd[cmd.index("--train-cuts") + 1] = str(cuts)
+        r = run(cmd)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "train cuts: kept 6 of 6 cuts" in r.stderr
+        losses = [float(line.split("loss ")[1].split(",")[0]) for line in r.stderr.splitlines()
+                  if "(labelled): " in line]
+        assert load_checkpoint(last_epoch(exp))["update"] == 12
+        return losses
+
+    eager = train("eager", tiny_corpus["cuts"])
+    lazy = train("lazy", tiny_corpus["cuts"], "--lazy", "true")
+    from_shar = train("exp-shar", shar)
+    assert len(eager) == len(lazy) == len(from_shar) == 3
+    for losses in (lazy, from_shar):
+        assert all(0.5 * e < x < 2.0 * e for e, x in zip(eager, losses)), (eager, losses)

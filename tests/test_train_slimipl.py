@@ -10,14 +10,16 @@ from icefall_ext.train.checkpoint import load_checkpoint
 from test_train import last_epoch, train_cmd
 
 
+def unlabelled_cuts(corpus, d):
+    """The corpus with its transcripts removed, as ``d/unlab.jsonl.gz``."""
+    cuts = CutSet.from_file(corpus["cuts"]).map_supervisions(lambda s: s.transform_text(lambda _: ""))
+    cuts.modify_ids(lambda i: f"u-{i}").to_file(d / "unlab.jsonl.gz")
+    return d / "unlab.jsonl.gz"
+
+
 @pytest.fixture(scope="module")
 def unlabelled(tiny_corpus, tmp_path_factory):
-    """The tiny corpus with its transcripts removed."""
-    d = tmp_path_factory.mktemp("unlab")
-    cuts = CutSet.from_file(tiny_corpus["cuts"]).map_supervisions(lambda s: s.transform_text(lambda _: ""))
-    cuts = cuts.modify_ids(lambda i: f"u-{i}")
-    cuts.to_file(d / "unlab.jsonl.gz")
-    return d / "unlab.jsonl.gz"
+    return unlabelled_cuts(tiny_corpus, tmp_path_factory.mktemp("unlab"))
 
 
 def slimipl_cmd(corpus, unlab, exp, updates):

@@ -102,12 +102,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..models.presets import build_model, model_config_from_preset
     from ..train.checkpoint import load_checkpoint
     from ..train.init import transfer_weights
-    from ..train.trainer import Trainer, load_cuts, mix_in, seed_everything
+    from ..train.trainer import Trainer, is_shar_dir, load_cuts, mix_in, seed_everything
 
     seed_everything(cfg.seed)  # before the model is built: initial weights depend on it
 
     for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts + cfg.mix_cuts:
-        if not Path(path).is_file():
+        if not (Path(path).is_file() or is_shar_dir(path)):
             die(f"missing cut manifest {path} (run the feature stage first)")
     try:
         tokenizer = load_tokenizer(Path(cfg.lang_dir))
@@ -173,11 +173,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                       init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder)
         atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
 
+    lazy = (cfg.lazy or any(is_shar_dir(p) for p in cfg.train_cuts)) and cfg.mix_ratio == 0
+    if cfg.lazy and cfg.mix_ratio > 0:
+        logger.warning("--mix-ratio draws a random subset of the original data: the training cuts are read eagerly")
     try:
-        all_train = mix_in(load_cuts(cfg.train_cuts), load_cuts(cfg.mix_cuts), cfg.mix_ratio, cfg.seed)
+        all_train = load_cuts(cfg.train_cuts, lazy=lazy)
+        if not lazy:
+            all_train = mix_in(all_train, load_cuts(cfg.mix_cuts), cfg.mix_ratio, cfg.seed)
     except ValueError as e:
         die(str(e))
-    train_cuts, report = filter_cuts(all_train, can_encode=tokenizer.can_encode,
+    train_cuts, report = filter_cuts(all_train, lazy=lazy, can_encode=tokenizer.can_encode,
                                      min_duration=cfg.min_duration, max_duration=cfg.max_cut_duration)
     report.log("train cuts")
     if report.num_kept == 0:

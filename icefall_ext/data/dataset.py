@@ -3,6 +3,8 @@ precomputed features, lhotse's SpecAugment, and optional noise mixing (lhotse Cu
 
 from __future__ import annotations
 
+import itertools
+
 import logging
 import warnings
 from pathlib import Path
@@ -100,15 +102,24 @@ def make_sampler(
     shuffle: bool,
     num_buckets: int = 10,
     seed: int = 0,
-    world_size: Optional[int] = None,
-    rank: Optional[int] = None,
+    world_size: int = 1,
+    rank: int = 0,
     drop_last: bool = False,
 ) -> DynamicBucketingSampler:
     """Duration-bucketed batches of at most ``max_duration`` seconds of audio (resumable via state_dict).
 
+    ``world_size``/``rank`` shard the batches for DDP training; the defaults give one process the whole set
+    (lhotse would otherwise read WORLD_SIZE/RANK from the environment under torchrun, and a validation or
+    decoding pass would silently see 1/world_size of the set).
+
     Sets too small to bucket (fewer than 6 cuts) get lhotse's plain SimpleCutSampler with the same contract.
     """
-    cuts = cuts.to_eager()
+    if cuts.is_lazy:  # large manifests and Shar shards: bucketed while streaming, never loaded whole
+        # the bucket edges come from the first 10k cuts, as lhotse estimates them; fewer buckets for a small set
+        seen = sum(1 for _ in itertools.islice(cuts, 10000))
+        return DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=shuffle,
+                                       num_buckets=max(2, min(num_buckets, seen // 3)), seed=seed,
+                                       world_size=world_size, rank=rank, drop_last=drop_last)
     if len(cuts) < 6:
         return SimpleCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
                                 world_size=world_size, rank=rank, drop_last=drop_last)

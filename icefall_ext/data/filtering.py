@@ -29,41 +29,51 @@ class FilterReport:
             logger.warning("%s: dropped %d cuts (%s): %s", name, len(ids), reason, shown)
 
 
-def filter_cuts(
-    cuts: CutSet,
+def drop_reason(
+    cut,
     *,
     can_encode: Optional[Callable[[str], bool]] = None,
     min_duration: float = 0.3,
     max_duration: Optional[float] = None,
     require_text: bool = True,
     require_features: bool = True,
-) -> tuple:
+) -> Optional[str]:
+    """Why training cannot use ``cut`` (None if it can)."""
+    text = " ".join((s.text or "") for s in cut.supervisions).strip()
+    if not cut.supervisions:
+        return "no supervision"
+    if require_features and not cut.has_features:
+        return "no features"
+    if require_text and not text:
+        return "empty transcript"
+    if cut.duration < min_duration:
+        return f"shorter than {min_duration}s"
+    if max_duration is not None and cut.duration > max_duration:
+        return f"longer than {max_duration}s"
+    if require_text and can_encode is not None and not can_encode(text):
+        return "characters outside the token table"
+    return None
+
+
+def filter_cuts(cuts: CutSet, *, lazy: bool = False, **checks) -> tuple:
     """Drop cuts that training cannot use; return ``(kept CutSet, FilterReport)``.
 
-    Reasons: no supervision, empty transcript, characters outside the token table, too short, too long,
-    no features (their audio was unreadable at the feature stage).
+    Reasons (:func:`drop_reason`): no supervision, empty transcript, characters outside the token table, too short,
+    too long, no features (their audio was unreadable at the feature stage). With ``lazy`` the report comes from
+    one streaming pass over ``cuts`` and the kept cuts are a lazy filter of them: nothing is held in memory, for
+    manifests and Shar shards larger than memory.
     """
     report = FilterReport()
     kept = []
     for cut in cuts:
         report.num_in += 1
-        text = " ".join((s.text or "") for s in cut.supervisions).strip()
-        reason = None
-        if not cut.supervisions:
-            reason = "no supervision"
-        elif require_features and not cut.has_features:
-            reason = "no features"
-        elif require_text and not text:
-            reason = "empty transcript"
-        elif cut.duration < min_duration:
-            reason = f"shorter than {min_duration}s"
-        elif max_duration is not None and cut.duration > max_duration:
-            reason = f"longer than {max_duration}s"
-        elif require_text and can_encode is not None and not can_encode(text):
-            reason = "characters outside the token table"
+        reason = drop_reason(cut, **checks)
         if reason is None:
-            kept.append(cut)
+            report.num_kept += 1
+            if not lazy:
+                kept.append(cut)
         else:
             report.dropped[reason].append(cut.id)
-    report.num_kept = len(kept)
+    if lazy:
+        return cuts.filter(lambda c: drop_reason(c, **checks) is None), report
     return CutSet.from_cuts(kept), report

@@ -6,10 +6,13 @@ Layout of an experiment directory::
     exp/model_config.json    exp/train_config.json
     exp/epoch-N.pt           end of epoch N (full training state)
     exp/checkpoint-U.pt      every --save-every-n updates (full training state, last --keep-last-k kept)
+    exp/<name>.pt.json       sidecar of each: {"update": U, "epoch": N}, so that finding the checkpoint to resume
+                             from reads a few bytes per file instead of loading every checkpoint
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -22,12 +25,32 @@ logger = logging.getLogger(__name__)
 
 
 def save_checkpoint(path: Path, state: Dict) -> None:
-    """Write ``state`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``state`` to ``path`` through a temporary file and an atomic rename, then its sidecar."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+    if "update" in state:
+        meta = {"update": int(state["update"]), "epoch": int(state.get("epoch", 0))}
+        tmp_meta = _sidecar(path).with_name(_sidecar(path).name + ".tmp")
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, _sidecar(path))
+
+
+def _sidecar(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def checkpoint_update(path: Path) -> int:
+    """The number of updates a checkpoint holds: from its sidecar, else from the file itself (memory-mapped)."""
+    meta = _sidecar(path)
+    if meta.is_file():
+        try:
+            return int(json.loads(meta.read_text())["update"])
+        except (ValueError, KeyError):
+            logger.warning("ignoring unreadable sidecar %s", meta)
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["update"])
 
 
 def load_checkpoint(path: Path, map_location: str = "cpu") -> Dict:
@@ -58,6 +81,8 @@ def update_checkpoints(exp_dir: Path) -> List[Tuple[int, Path]]:
 
 def remove_partial_checkpoints(exp_dir: Path) -> List[Path]:
     """Delete ``*.pt.tmp`` files: what a process killed in the middle of ``save_checkpoint`` leaves behind."""
+    for p in Path(exp_dir).glob("*.pt.json.tmp"):
+        p.unlink(missing_ok=True)
     removed = sorted(Path(exp_dir).glob("*.pt.tmp"))
     for p in removed:
         logger.warning("removing partial checkpoint %s (a previous run was killed while writing it)", p)
@@ -71,7 +96,7 @@ def latest_checkpoint(exp_dir: Path) -> Optional[Path]:
     best: Optional[Tuple[int, Path]] = None
     for _, p in epoch_checkpoints(exp_dir) + update_checkpoints(exp_dir):
         try:
-            updates = int(load_checkpoint(p)["update"])
+            updates = checkpoint_update(p)
         except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is reported and ignored
             logger.warning("ignoring unreadable checkpoint %s: %s", p, e)
             continue
@@ -83,6 +108,7 @@ def latest_checkpoint(exp_dir: Path) -> Optional[Path]:
 def remove_old_update_checkpoints(exp_dir: Path, keep_last_k: int) -> None:
     for _, p in update_checkpoints(exp_dir)[:-keep_last_k] if keep_last_k > 0 else []:
         p.unlink(missing_ok=True)
+        _sidecar(p).unlink(missing_ok=True)
 
 
 def average_state_dicts(states: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:

@@ -41,12 +41,13 @@ def lr_lambda(name: str, warmup_updates: int, max_updates: int, min_ratio: float
 
 
 def make_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup_updates: int, max_updates: int,
-                   eden_lr_batches: float = 5000, eden_lr_epochs: float = 6):
-    """A scheduler whose ``step()`` is called after every update."""
+                   eden_lr_batches: float = 5000, eden_lr_epochs: float = 6, eden_warmup_start: float = 0.5):
+    """A scheduler whose ``step()`` is called after every update (Eden: ``set_epoch(epochs completed)`` too)."""
     if name == "eden":
         from .optim import Eden
 
-        return _EdenPerUpdate(Eden(optimizer, eden_lr_batches, eden_lr_epochs, warmup_batches=warmup_updates))
+        return _EdenPerUpdate(Eden(optimizer, eden_lr_batches, eden_lr_epochs, warmup_batches=warmup_updates,
+                                   warmup_start=eden_warmup_start))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(name, warmup_updates, max_updates))
 
 

@@ -67,7 +67,9 @@ class SlimIplSource:
         self.dataset = AsrDataset(None, trainer.languages)
         sampler = make_sampler(self.unlabelled_cuts, cfg.slimipl_unlabelled_max_duration or cfg.max_duration,
                                shuffle=True, num_buckets=cfg.num_buckets, seed=cfg.seed + 1,
-                               world_size=trainer.world_size, rank=trainer.rank)
+                               world_size=trainer.world_size, rank=trainer.rank,
+                               # under DDP lhotse would otherwise pad ranks with renamed copies ("<id>_dup0")
+                               drop_last=trainer.world_size > 1)
         self.ids = CutIdStream(sampler)
         gen = random.Random(cfg.seed + 2)
         cache = PseudoLabelCache(cfg.slimipl_cache_size, cfg.slimipl_replace_prob, gen)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -53,7 +55,19 @@ class TrainConfig:
     weight_decay: float = 1e-3
     scheduler: str = "noam"
     warmup_updates: int = 500
+    # Eden (icefall): lr = base * ((u^2 + B^2) / B^2)^-0.25 * ((e^2 + E^2) / E^2)^-0.25 * warm-up from eden_warmup_start;
+    # icefall's zipformer recipe uses B = 7500, E = 3.5 (e = epochs completed, u = updates)
+    eden_lr_batches: float = 5000.0
+    eden_lr_epochs: float = 6.0
+    eden_warmup_start: float = 0.5
+    # gradient clipping: ScaledAdam clips to clipping_scale x the median recent norm (icefall: 2.0);
+    # AdamW clips the total norm to grad_clip (0: off). A non-finite norm skips the update on every rank.
+    clipping_scale: float = 2.0
     grad_clip: float = 5.0
+    # updates over which the transducer moves from the simple to the pruned loss (icefall's warm_step)
+    warm_step: int = 2000
+    # the Zipformer's scheduled regularisers advance by update * max_duration * world_size / ref_duration (icefall)
+    ref_duration: float = 600.0
     ctc_scale: float = 1.0
     lid_scale: float = 0.0
     simple_scale: float = 0.5
@@ -78,6 +92,8 @@ class TrainConfig:
     min_duration: float = 0.3
     max_cut_duration: float = 30.0
     num_workers: int = 0
+    # read the training manifests while iterating (for corpora larger than memory; Shar dirs always are)
+    lazy: bool = False
     # slimIPL (used when unlabelled_cuts is given)
     unlabelled_cuts: List[str] = field(default_factory=list)
     slimipl_supervised_updates: int = 0
@@ -180,16 +196,38 @@ class SupervisedSource(SamplerEpochs):
         raise EpochEnd()
 
 
-def load_cuts(paths: List[str]) -> CutSet:
-    """All cuts of the given manifests; an empty manifest (e.g. every pseudo-label filtered out) is reported."""
-    cuts = []
+def is_shar_dir(path) -> bool:
+    """A directory written by ``lhotse shar export`` (``cuts.NNNNNN.jsonl.gz`` shards)."""
+    return Path(path).is_dir() and any(Path(path).glob("cuts.*.jsonl*"))
+
+
+def load_cuts(paths: List[str], lazy: bool = False) -> CutSet:
+    """The cuts of the given manifests (``.jsonl.gz``) or Shar directories, one after the other.
+
+    ``lazy``: read while iterating (never all in memory; Shar directories are always read so); otherwise eager.
+    An empty manifest (e.g. every pseudo-label filtered out) is reported and skipped.
+    """
+    from lhotse import load_manifest_lazy
+
+    parts = []
     for p in paths:
-        cs = CutSet.from_file(p)
-        if cs is None:  # lhotse reads an empty manifest as None
+        if is_shar_dir(p):
+            parts.append(CutSet.from_shar(in_dir=p))
+            lazy = True
+            continue
+        cs = load_manifest_lazy(p) if lazy else CutSet.from_file(p)
+        if cs is None or (lazy and next(iter(cs), None) is None):  # lhotse reads an empty manifest as None
             logger.warning("%s holds no cuts", p)
             continue
-        cuts.append(cs)
-    return CutSet.from_cuts(c for cs in cuts for c in cs)
+        parts.append(cs)
+    if not parts:
+        return CutSet.from_cuts([])
+    if lazy:
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + part  # lazily chained
+        return out
+    return CutSet.from_cuts(c for cs in parts for c in cs)
 
 
 def mix_in(new: CutSet, original: CutSet, ratio: float, seed: int = 42) -> CutSet:
@@ -241,7 +279,8 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
         self.optimizer = self._make_optimizer()
-        self.scheduler = make_scheduler(cfg.scheduler, self.optimizer, cfg.warmup_updates, cfg.max_updates)
+        self.scheduler = make_scheduler(cfg.scheduler, self.optimizer, cfg.warmup_updates, cfg.max_updates,
+                                        cfg.eden_lr_batches, cfg.eden_lr_epochs, cfg.eden_warmup_start)
         self.amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
             raise ValueError("--dtype float16 needs CUDA; use bfloat16 on CPU")
@@ -260,11 +299,8 @@ class Trainer:
         if self.cfg.optimizer == "scaled_adam":
             from .optim import ScaledAdam
 
-            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            try:
-                return ScaledAdam(named, lr=self.cfg.lr)
-            except TypeError:
-                return ScaledAdam(params, lr=self.cfg.lr)
+            # ScaledAdam's own clipping (median-relative, skips non-finite norms) is the only clipping
+            return ScaledAdam(params, lr=self.cfg.lr, clipping_scale=self.cfg.clipping_scale or None)
         raise ValueError(f"unknown optimizer {self.cfg.optimizer!r} (adamw, scaled_adam)")
 
     def build_sources(self, train_cuts: CutSet, valid_cuts: Optional[CutSet],
@@ -272,9 +308,11 @@ class Trainer:
         cfg = self.cfg
         self.spec_augment = make_spec_augment() if cfg.spec_augment else None
         noise = None
+        # each rank draws its own noise; the generator's state is part of the rank's checkpoint state
+        self.noise_rng = random.Random(cfg.seed + 1000 * (self.rank + 1))
         if cfg.noise_cuts:  # additive noise (e.g. MUSAN cuts with features), mixed in the feature domain by lhotse
             noise = CutMix(load_cuts(cfg.noise_cuts).drop_supervisions().to_eager(),
-                           snr=(cfg.noise_snr_min, cfg.noise_snr_max), p=cfg.noise_prob, seed=cfg.seed,
+                           snr=(cfg.noise_snr_min, cfg.noise_snr_max), p=cfg.noise_prob, seed=self.noise_rng,
                            preserve_id=True)
         self.train_dataset = AsrDataset(self.tokenizer, self.languages, noise=noise)
         sampler = make_sampler(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets,
@@ -292,7 +330,20 @@ class Trainer:
         return self.spec_augment is not None and self.update >= self.cfg.spec_aug_start_update
 
     # ----------------------------------------------------------------- state
-    def state_dict(self) -> Dict:
+    def rank_state(self) -> Dict:
+        """What differs between ranks: data position, pseudo-label cache, RNG streams."""
+        return {"source": self.source.state_dict(), "rng": _rng_state(),
+                "noise_rng": self.noise_rng.getstate()}
+
+    def load_rank_state(self, state: Dict) -> None:
+        self.source.load_state_dict(state["source"])
+        _set_rng_state(state["rng"])
+        if "noise_rng" in state:
+            self.noise_rng.setstate(_to_tuple(state["noise_rng"]))
+
+    def state_dict(self, rank_states: Optional[List[Dict]] = None) -> Dict:
+        """The checkpoint; ``rank_states`` (one per rank, gathered by :meth:`save`) are stored as ``ranks``."""
+        own = rank_states[0] if rank_states else self.rank_state()
         return {
             "model": self.model.state_dict(),
             "model_config": self.model_config,
@@ -302,8 +353,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "source": self.source.state_dict(),
-            "rng": _rng_state(),
+            "source": own["source"],
+            "rng": own["rng"],
+            "noise_rng": own["noise_rng"],
+            "ranks": rank_states or [own],
             "update": self.update,
             "epoch": self.epoch,
             "num_nonfinite": self.num_nonfinite,
@@ -319,16 +372,26 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.source.load_state_dict(state["source"])
-        _set_rng_state(state["rng"])
+        ranks = state.get("ranks") or [{"source": state["source"], "rng": state["rng"]}]
+        if len(ranks) == self.world_size:
+            self.load_rank_state(ranks[self.rank])
+        else:  # a different world size: data positions cannot be mapped; start every rank from rank 0's
+            logger.warning("checkpoint written by %d ranks, resuming with %d: rank %d continues from rank 0's "
+                           "data position and random streams", len(ranks), self.world_size, self.rank)
+            self.load_rank_state(ranks[0])
         self.update = int(state["update"])
         self.num_nonfinite = int(state.get("num_nonfinite", 0))
         self.num_oom = int(state.get("num_oom", 0))
 
     def save(self, name: str) -> None:
+        """Rank 0 writes the checkpoint, with every rank's own state (a collective: all ranks call it)."""
+        rank_states = None
+        if self.world_size > 1:
+            rank_states = [None] * self.world_size
+            torch.distributed.all_gather_object(rank_states, self.rank_state())
         if self.rank != 0:
             return
-        save_checkpoint(self.exp_dir / name, self.state_dict())
+        save_checkpoint(self.exp_dir / name, self.state_dict(rank_states))
         logger.info("saved %s (update %d)", self.exp_dir / name, self.update)
 
     def maybe_resume(self) -> bool:
@@ -342,7 +405,7 @@ class Trainer:
     # ----------------------------------------------------------------- steps
     def compute_loss(self, batch: Dict, labels: Optional[List[List[int]]] = None,
                      model: Optional[torch.nn.Module] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """Weighted loss per utterance of a batch, and its parts for logging."""
+        """Weighted loss of a batch, summed over its utterances, and its parts per utterance for logging."""
         cfg = self.cfg
         model = model or self.ddp_model
         feats = batch["features"].to(self.device)
@@ -353,52 +416,95 @@ class Trainer:
             out = model(feats, lens, tokens, langs if (langs >= 0).all() else None, prune_range=cfg.prune_range)
         scales = {"ctc": cfg.ctc_scale, "lid": cfg.lid_scale, "simple": cfg.simple_scale, "pruned": cfg.pruned_scale}
         if cfg.simple_scale and "pruned" in out:
-            # icefall's warm-up: rely on the simple loss first, then bring in the pruned loss.
-            warm = min(1.0, self.update / max(1, cfg.warmup_updates))
+            # icefall's warm-up: rely on the simple loss first, then bring in the pruned loss over warm_step updates
+            warm = min(1.0, self.update / max(1, cfg.warm_step))
             scales["simple"] = 1.0 - warm * (1.0 - cfg.simple_scale)
             scales["pruned"] = cfg.pruned_scale * (0.1 + 0.9 * warm)
         n = float(feats.shape[0])
-        loss = sum(scales[k] * out[k].float() for k in LOSS_KEYS if k in out and scales[k] != 0) / n
+        loss = sum(scales[k] * out[k].float() for k in LOSS_KEYS if k in out and scales[k] != 0)
         parts = {k: float(out[k].detach()) / n for k in LOSS_KEYS if k in out}
         parts["frames"] = float(out.get("num_frames", torch.tensor(0.0)))
         return loss, parts
 
+    def _all_reduce_sum(self, values: List[float]) -> List[float]:
+        """Sums of ``values`` over the ranks (the values themselves with one process)."""
+        if self.world_size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def _set_batch_count(self) -> None:
+        """Drive the model's scheduled regularisers by the duration-adjusted update count (icefall's
+        ``batch_idx_train * max_duration * world_size / ref_duration``), resumed and skipped batches included."""
+        count = self.update * self.cfg.max_duration * self.world_size / max(self.cfg.ref_duration, 1e-9)
+        for module in self.model.modules():
+            if module is not self.model and hasattr(module, "set_batch_count"):
+                module.set_batch_count(count)
+
+    def _skip(self, why: str, batch: Dict) -> None:
+        """Every rank skips this update (they agreed), and the schedules still advance like a taken one."""
+        logger.warning("update %d: %s; the update is skipped on every rank; cuts of rank %d: %s", self.update, why,
+                       self.rank, ",".join(batch["cut_ids"][:10]))
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # LambdaLR warns when it steps before any optimiser step
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+
     def train_step(self, batch: Dict, labels: Optional[List[List[int]]]) -> Optional[Dict[str, float]]:
-        """One optimiser update; returns the loss parts, or None when the batch was skipped."""
+        """One optimiser update; returns the loss parts, or None when the batch was skipped.
+
+        Under DDP the ranks agree before ``backward`` (one all-reduce of the utterance count and a bad-batch flag):
+        a non-finite loss or an out-of-memory error on any rank skips the update on all of them. The loss is
+        normalised by the utterances of all ranks, so that the averaged gradient equals that of one process on
+        the union of the batches.
+        """
         self.model.train()
+        self._set_batch_count()
         if self._spec_augment_active():
             batch = dict(batch, features=self.spec_augment(batch["features"]))
+        problem = None
         try:
             loss, parts = self.compute_loss(batch, labels)
             if not torch.isfinite(loss):
+                problem = f"non-finite loss {float(loss.detach())}"
                 self.num_nonfinite += 1
-                logger.warning("update %d: non-finite loss %s, batch skipped (%d so far); cuts: %s",
-                               self.update, float(loss), self.num_nonfinite, ",".join(batch["cut_ids"][:10]))
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            self.scaler.scale(loss).backward()
         except torch.cuda.OutOfMemoryError:
+            problem = "CUDA out of memory"
             self.num_oom += 1
-            logger.warning("update %d: CUDA out of memory, batch skipped; cuts: %s",
-                           self.update, ",".join(batch["cut_ids"]))
-            self.optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
+        total_utts, num_bad = self._all_reduce_sum([float(len(batch["cut_ids"])), float(problem is not None)])
+        if num_bad:
+            if problem is None:
+                self.num_nonfinite += 1
+                problem = f"{int(num_bad)} of {self.world_size} ranks had a bad batch"
+            self._skip(problem, batch)
             return None
+        self.scaler.scale(loss * (self.world_size / total_utts)).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)) \
-            if self.cfg.grad_clip > 0 else 0.0
-        self.scaler.step(self.optimizer)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))) \
+            if grads else 0.0
+        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
+            # gradients are identical on all ranks after DDP's all-reduce: every rank takes this branch
+            self.num_nonfinite += 1
+            self._skip(f"non-finite gradient norm {grad_norm} (finite loss {float(loss.detach()):.3f})", batch)
+            return None
+        if self.cfg.optimizer != "scaled_adam" and self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)  # with fp16, the scaler skips steps with inf/nan and lowers its scale
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        parts["loss"] = float(loss.detach())
+        parts["loss"] = float(loss.detach()) / len(batch["cut_ids"])
         parts["grad_norm"] = grad_norm
         return parts
 
     # ----------------------------------------------------------------- validation
     @torch.no_grad()
     def validate(self) -> Optional[Dict]:
-        if self.valid_cuts is None:
+        """Loss and CER on the whole validation set, computed by rank 0 (the other ranks return None)."""
+        if self.valid_cuts is None or self.rank != 0:
             return None
         from ..decode.search import decode_batch
 
@@ -406,11 +512,11 @@ class Trainer:
         # held-out text may contain characters the table lacks: the loss skips them, CER scores the full text
         ds = AsrDataset(self.tokenizer, self.languages, skip_unknown_tokens=True)
         max_dur = self.cfg.valid_max_duration or self.cfg.max_duration
-        sampler = make_sampler(self.valid_cuts, max_dur, shuffle=False, num_buckets=2)
+        sampler = make_sampler(self.valid_cuts, max_dur, shuffle=False, num_buckets=2, world_size=1, rank=0)
         refs, hyps, langs, tot_loss, n = [], [], [], 0.0, 0
         for batch in make_dataloader(ds, sampler):
             loss, _ = self.compute_loss(batch, model=self.model)
-            tot_loss += float(loss) * len(batch["cut_ids"])
+            tot_loss += float(loss)
             n += len(batch["cut_ids"])
             hyps.extend(self.tokenizer.decode(h) for h in decode_batch(self.model, batch, self.device))
             refs.extend(batch["texts"])
@@ -456,7 +562,7 @@ class Trainer:
                 if cfg.valid_every_n == 0:
                     self.validate()  # without --valid-every-n, validate once per epoch
                 if hasattr(self.scheduler, "set_epoch"):
-                    self.scheduler.set_epoch(self.epoch)
+                    self.scheduler.set_epoch(self.epoch - 1)  # Eden's epoch: epochs completed (icefall)
                 continue
             parts = self.train_step(batch, labels)
             self.update += 1
