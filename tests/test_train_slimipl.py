@@ -37,6 +37,10 @@ def test_slimipl_run_and_exact_resume(tiny_corpus, unlabelled, tmp_path):
     assert "starts filling the cache" in r.stderr and "starts mixing" in r.stderr
     assert "ends the cropping warm-up" in r.stderr
     state = load_checkpoint(last_epoch(ref))
+    # like any run, one epoch-N.pt per completed pass over the labelled data (so --avg works)
+    completed = state["source"]["labelled"]["epoch"] - 1
+    assert completed >= 2
+    assert {int(p.stem.split("-")[1]) for p in ref.glob("epoch-*.pt")} >= set(range(1, completed + 1))
     src = state["source"]["slimipl"]
     entries = src["cache"]["entries"]
     assert len(entries) == 3
@@ -56,3 +60,35 @@ def test_slimipl_run_and_exact_resume(tiny_corpus, unlabelled, tmp_path):
     assert a["source"]["slimipl"]["cache"]["entries"] == b["source"]["slimipl"]["cache"]["entries"]
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("heads", ["ctc", "transducer"])
+def test_cropping_labels_long_utterances_from_crops(tiny_corpus, unlabelled, tmp_path, heads):
+    """With cropping the labeller's encoder sees crops of --slimipl-crop-seconds only (CTC and transducer-only
+    models alike) and the labels of utterances longer than a crop change; without it, whole utterances."""
+    from icefall_ext.data.tokenizer import load_tokenizer
+    from icefall_ext.models.presets import build_model, model_config_from_preset
+    from icefall_ext.train.trainer import TrainConfig, Trainer
+
+    tok = load_tokenizer(tiny_corpus["lang_dir"])
+    cfg = TrainConfig(exp_dir=str(tmp_path), lang_dir=str(tiny_corpus["lang_dir"]), train_cuts=[],
+                      spec_augment=False, scheduler="constant", max_duration=100, slimipl_crop_seconds=0.4,
+                      slimipl_cache_size=2)
+    torch.manual_seed(0)
+    mc = model_config_from_preset("conformer-tiny", vocab_size=tok.vocab_size, use_ctc=heads == "ctc",
+                                  use_transducer=heads == "transducer")
+    trainer = Trainer(cfg, build_model(mc), mc, tok, [])
+    trainer.build_sources(CutSet.from_file(tiny_corpus["cuts"]), None, CutSet.from_file(unlabelled))
+    source = trainer.source
+    seen = []
+    forward = trainer.model.forward_encoder
+    trainer.model.forward_encoder = lambda x, x_lens: (seen.append(int(x.shape[1])), forward(x, x_lens))[1]
+    ids = [c.id for c in CutSet.from_file(unlabelled)]
+    longest = max(int(c.duration * 100) for c in CutSet.from_file(unlabelled))
+    assert longest > 60, "the test needs utterances longer than a 0.4 s crop"
+    whole = source.label(ids, crop=False)
+    assert max(seen) >= longest - 1
+    seen.clear()
+    cropped = source.label(ids, crop=True)
+    assert seen and max(seen) <= 40  # every encoder call saw at most one 0.4 s crop (40 frames)
+    assert len(cropped) == len(whole) and cropped != whole

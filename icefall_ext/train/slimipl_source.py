@@ -38,10 +38,12 @@ class CutIdStream(SamplerEpochs):
 
 
 class _LabelledBatches:
-    """The trainer's labelled source as an endless iterator (epoch ends are not checkpoints in slimIPL)."""
+    """The trainer's labelled source as an endless iterator; epoch ends are counted for the trainer, which saves
+    ``epoch-N.pt`` after the update in which one happened (slimIPL's schedule must not be interrupted)."""
 
     def __init__(self, source) -> None:
         self.source = source
+        self.epochs_ended = 0
 
     def __iter__(self):
         return self
@@ -51,6 +53,7 @@ class _LabelledBatches:
             try:
                 return self.source.next(0)[0]
             except EpochEnd:
+                self.epochs_ended += 1
                 continue
         raise RuntimeError("the labelled sampler yields no batches")
 
@@ -76,12 +79,21 @@ class SlimIplSource:
         schedule = SlimIplSchedule(warmup_updates=cfg.slimipl_supervised_updates,
                                    fill_updates=cfg.slimipl_cache_size, lambda_=cfg.slimipl_lambda,
                                    crop_updates=cfg.slimipl_crop_updates)
-        self.slimipl = SlimIpl(schedule, cache, self.label, _LabelledBatches(labelled), self.ids)
+        self._labelled_batches = _LabelledBatches(labelled)
+        self._epochs_reported = 0
+        self.slimipl = SlimIpl(schedule, cache, self.label, self._labelled_batches, self.ids)
         self.num_empty_labels = 0
 
     @property
     def epoch(self) -> int:
         return self.labelled.epoch
+
+    def take_epoch_end(self) -> bool:
+        """True once for each labelled epoch that ended while the last update was assembled."""
+        if self._labelled_batches.epochs_ended > self._epochs_reported:
+            self._epochs_reported += 1
+            return True
+        return False
 
     def collate(self, cut_ids: List[str]) -> Dict:
         return self.dataset[CutSet.from_cuts(self._by_id[i] for i in cut_ids)]
@@ -97,7 +109,8 @@ class SlimIplSource:
         model.eval()
         batch = self.collate(cut_ids)
         chunk = overlap = 0
-        if crop and model.ctc is not None:  # cropping warm-up: 10 s crops overlapping by a quarter, at most 2 s
+        if crop:  # cropping warm-up (encoder-level crop-and-stitch: CTC and transducer alike): 10 s crops
+            # overlapping by a quarter, at most 2 s
             chunk = int(round(trainer.cfg.slimipl_crop_seconds * 100))
             overlap = min(200, chunk // 4)
         enc, enc_lens = encode_batch(model, batch, trainer.device, chunk, overlap, trainer.amp_dtype)

@@ -76,6 +76,8 @@ class TrainConfig:
     dtype: str = "float32"
     spec_augment: bool = True
     spec_aug_start_update: int = 0
+    # time masks per utterance (Lugosch et al.: 2 for Common Voice, 10 for LibriSpeech fine-tuning)
+    spec_aug_time_masks: int = 10
     noise_cuts: List[str] = field(default_factory=list)
     noise_prob: float = 0.5
     noise_snr_min: float = 10.0
@@ -184,6 +186,10 @@ class SupervisedSource(SamplerEpochs):
 
     def __init__(self, sampler, dataset: AsrDataset, num_workers: int = 0) -> None:
         super().__init__(sampler, make_dataloader(dataset, sampler, num_workers))
+
+    def take_epoch_end(self) -> bool:
+        """Epoch ends of this source surface as :class:`EpochEnd` from :meth:`next`, never afterwards."""
+        return False
 
     def next(self, update: int) -> Tuple[Dict, None, str]:
         batch = self.next_in_epoch()
@@ -306,7 +312,7 @@ class Trainer:
     def build_sources(self, train_cuts: CutSet, valid_cuts: Optional[CutSet],
                       unlabelled_cuts: Optional[CutSet] = None) -> None:
         cfg = self.cfg
-        self.spec_augment = make_spec_augment() if cfg.spec_augment else None
+        self.spec_augment = make_spec_augment(num_frame_masks=cfg.spec_aug_time_masks) if cfg.spec_augment else None
         noise = None
         # each rank draws its own noise; the generator's state is part of the rank's checkpoint state
         self.noise_rng = random.Random(cfg.seed + 1000 * (self.rank + 1))
@@ -558,14 +564,12 @@ class Trainer:
             try:
                 batch, labels, kind = self.source.next(self.update)
             except EpochEnd:
-                self.save(f"epoch-{self.epoch - 1}.pt")
-                if cfg.valid_every_n == 0:
-                    self.validate()  # without --valid-every-n, validate once per epoch
-                if hasattr(self.scheduler, "set_epoch"):
-                    self.scheduler.set_epoch(self.epoch - 1)  # Eden's epoch: epochs completed (icefall)
+                self._end_epoch()
                 continue
             parts = self.train_step(batch, labels)
             self.update += 1
+            if self.source.take_epoch_end():  # slimIPL: its labelled data ran out while it assembled this update
+                self._end_epoch()
             progress.update(1)
             audio_sec += float(batch["feature_lens"].sum()) * 0.01
             if parts is not None:
@@ -586,6 +590,14 @@ class Trainer:
                 self.validate()
         logger.info("done: %d updates, %d non-finite batches skipped, %d OOM batches skipped",
                     self.update, self.num_nonfinite, self.num_oom)
+
+    def _end_epoch(self) -> None:
+        """Epoch ``self.epoch - 1`` is complete: its checkpoint, per-epoch validation, Eden's epoch."""
+        self.save(f"epoch-{self.epoch - 1}.pt")
+        if self.cfg.valid_every_n == 0:
+            self.validate()  # without --valid-every-n, validate once per epoch
+        if hasattr(self.scheduler, "set_epoch"):
+            self.scheduler.set_epoch(self.epoch - 1)  # Eden's epoch: epochs completed (icefall)
 
     def _done(self) -> bool:
         """Stop after --num-epochs epochs or --max-updates updates, whichever comes first (0 = no limit)."""
