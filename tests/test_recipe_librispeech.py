@@ -9,17 +9,18 @@ import sys
 import pytest
 import torch
 
-from conftest import assert_stages, run_recipe
+from conftest import THREADS, assert_stages, run_recipe
+from icefall_ext.decode.results import NOT_CONVERGED
 
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.03", "--size", "mini", "--vocab-size", "60", "--max-duration", "40",
     "--max-updates", "8", "--warmup-updates", "2", "--save-every-n", "4", "--valid-every", "8", "--avg", "1",
-    "--transfer-updates", "4", "--streaming-updates", "4", "--threads", "1",
+    "--transfer-updates", "4", "--streaming-updates", "4", "--threads", THREADS,
 ]
 
 
 def train_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "icefall_ext.bin.train", "--threads", "1", "--max-duration", "40", *args]
+    cmd = [sys.executable, "-m", "icefall_ext.bin.train", "--threads", THREADS, "--max-duration", "40", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
@@ -62,6 +63,13 @@ def test_all_stages_run(recipe_run):
     results = (work / "RESULTS.md").read_text()
     for heading in ("## Offline model", "## Streaming model", "## PyTorch vs sherpa-onnx", "## Transfer"):
         assert heading in results, heading
+    # no row of the transfer table is a collapsed model passed off as a result: a cell is a WER well below 100
+    # or the report's marker (at this scale, 4 updates, the marker is what a working report must print)
+    transfer = results.split("## Transfer", 1)[1]
+    cells = [c.strip() for line in transfer.splitlines() if line.startswith("| train-clean-100")
+             for c in line.strip("|").split("|")[1:]]
+    assert len(cells) == 8
+    assert all(c.startswith(NOT_CONVERGED) or float(c) < 95 for c in cells), cells
     # the scratch twin has the multilingual model's architecture, with the LibriSpeech output size
     ml = json.loads((work / "exp/transfer-multilingual-train-clean-100/model_config.json").read_text())
     scratch = json.loads((work / "exp/transfer-scratch-train-clean-100/model_config.json").read_text())

@@ -54,3 +54,21 @@ def test_recogs_round_trip(tmp_path):
     results = [("b-2", "two words", "two word"), ("a-1", "it's ok", ""), ("c:3", "x", "y z")]
     write_recogs(tmp_path / "recogs.txt", results)
     assert read_recogs(tmp_path / "recogs.txt") == {c: (r.split(), h.split()) for c, r, h in results}
+
+
+def test_collapsed_models_are_marked_not_scored(tmp_path):
+    from icefall_ext.decode.results import NOT_CONVERGED, collapse_reason, rate_cell, write_results
+
+    refs = [f"sentence number {i} is here" for i in range(20)]
+    assert collapse_reason(refs, 0.0) is None  # a model that learned
+    assert collapse_reason([f"number {i}" for i in range(20)], 70.0) is None  # poor but not collapsed
+    assert "empty" in collapse_reason([""] * 15 + refs[:5], 80.0)  # CTC that emits only blanks
+    assert "distinct" in collapse_reason(["the the"] * 20, 90.0)  # one string for every utterance
+    assert "CER" in collapse_reason([f"xq {i}" for i in range(20)], 97.0)  # output unrelated to the audio
+    results = [(f"u{i}", r, "") for i, r in enumerate(refs)]
+    summary = write_results(tmp_path, "set-m", results, [None] * 20, metric="wer", source="e", set_name="set",
+                            method="m")
+    assert summary["collapsed"] and rate_cell(summary) == NOT_CONVERGED
+    good = write_results(tmp_path, "set-g", [(f"u{i}", r, r) for i, r in enumerate(refs)], [None] * 20,
+                         metric="wer", source="e", set_name="set", method="g")
+    assert good["collapsed"] is None and rate_cell(good) == "0.00" and rate_cell(None) == "-"

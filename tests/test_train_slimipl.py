@@ -92,3 +92,22 @@ def test_cropping_labels_long_utterances_from_crops(tiny_corpus, unlabelled, tmp
     cropped = source.label(ids, crop=True)
     assert seen and max(seen) <= 40  # every encoder call saw at most one 0.4 s crop (40 frames)
     assert len(cropped) == len(whole) and cropped != whole
+
+
+def test_dropout_changes_when_pseudo_labelling_starts(tiny_corpus, unlabelled, tmp_path):
+    """--slimipl-dyn-dropout: the encoder's dropout is that value from the first pseudo-labelling update on."""
+    from icefall_ext.data.tokenizer import load_tokenizer
+    from icefall_ext.models.presets import build_model, model_config_from_preset
+    from icefall_ext.train.trainer import TrainConfig, Trainer
+
+    tok = load_tokenizer(tiny_corpus["lang_dir"])
+    cfg = TrainConfig(exp_dir=str(tmp_path), lang_dir=str(tiny_corpus["lang_dir"]), train_cuts=[],
+                      spec_augment=False, max_duration=3, slimipl_cache_size=2, slimipl_supervised_updates=3,
+                      slimipl_dyn_dropout=0.37)
+    mc = model_config_from_preset("conformer-tiny", vocab_size=tok.vocab_size, encoder_kwargs={"dropout": 0.2})
+    trainer = Trainer(cfg, build_model(mc), mc, tok, [])
+    trainer.build_sources(CutSet.from_file(tiny_corpus["cuts"]), None, CutSet.from_file(unlabelled))
+    rates = lambda: {m.p for m in trainer.model.encoder.modules() if isinstance(m, torch.nn.Dropout)}  # noqa
+    for update in range(5):
+        trainer.source.next(update)
+        assert rates() == ({0.2} if update < 3 else {0.37}), update

@@ -16,6 +16,38 @@ logger = logging.getLogger(__name__)
 TSV_HEADER = "exp_dir\tcheckpoints\tset\tmethod\tlm\tnum_utts\tCER\tWER\tCER_macro\n"
 
 
+def collapse_reason(hyps: Sequence[str], cer: float) -> Optional[str]:
+    """Why ``hyps`` look like the output of a model that did not learn (None if they do not).
+
+    Collapsed models emit nothing, one string for every utterance, or characters unrelated to the reference; a
+    report prints "did not converge" for them instead of an error rate that would pass for a result.
+    """
+    n = len(hyps)
+    if n == 0:
+        return None
+    empty = sum(not h.strip() for h in hyps) / n
+    if empty >= 0.5:
+        return f"{empty:.0%} empty hypotheses"
+    distinct = len({" ".join(h.split()) for h in hyps})
+    if n >= 10 and distinct <= max(1, n // 10):
+        return f"{distinct} distinct hypotheses for {n} utterances"
+    if cer >= 95.0:
+        return f"CER {cer:.1f}%"
+    return None
+
+
+NOT_CONVERGED = "did not converge"
+
+
+def rate_cell(summary: Optional[Dict], key: str = "wer", digits: int = 2) -> str:
+    """A report's table cell for ``summary[key]``: "-" when missing, :data:`NOT_CONVERGED` for a collapsed model."""
+    if summary is None:
+        return "-"
+    if summary.get("collapsed"):
+        return NOT_CONVERGED
+    return f"{summary[key]:.{digits}f}"
+
+
 def write_results(
     out_dir: Path,
     suffix: str,
@@ -43,6 +75,7 @@ def write_results(
         "num_utts": len(results), "cer": cer.total.rate, "wer": wer.total.rate, "cer_macro": cer.macro_average,
         "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
         "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
+        "collapsed": collapse_reason(hyps, cer.total.rate),
         **(extra or {}),
     }
     atomic_write_text(out_dir / f"summary-{suffix}.json", json.dumps(summary, indent=2))
@@ -55,5 +88,7 @@ def write_results(
     per_lang = " ".join(f"{k}:{v.rate:.1f}" for k, v in cer.per_language.items())
     logger.info("%s %s: CER %.2f%% WER %.2f%% (%d utts; per-language CER %s)", set_name, method, cer.total.rate,
                 wer.total.rate, len(results), per_lang)
+    if summary["collapsed"]:
+        logger.warning("%s %s: the model did not converge (%s)", set_name, method, summary["collapsed"])
     print(f"{set_name}\t{method}\tCER {cer.total.rate:.2f}\tWER {wer.total.rate:.2f}\t{per_lang}")
     return summary

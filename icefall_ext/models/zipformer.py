@@ -338,6 +338,7 @@ class Zipformer(nn.Module):
             drop = Scheduled(self.clock, (0.0, 0.3), (20000.0, 0.1))
         else:
             drop = Scheduled(self.clock, (0.0, float(dropout)))
+        self.dropout_schedule = drop
 
         self.encoder_embed = ZipformerEmbed(
             feature_dim,
@@ -430,6 +431,11 @@ class Zipformer(nn.Module):
             new_states.extend(stack_new)
         out, out_lens = self.downsample_output(self._combine_outputs(outputs), lens)
         return out, out_lens, new_states
+
+    def set_dropout(self, p: float) -> int:
+        """Replace the dropout schedule (shared by the embedding and every layer) by the constant ``p``."""
+        self.dropout_schedule.points = [(0.0, float(p))]
+        return 1
 
     def set_batch_count(self, count: float) -> None:
         """Set the training-batch count that drives the scheduled regularisers (the trainer passes icefall's

@@ -23,6 +23,18 @@ from .trainer import EpochEnd, SamplerEpochs
 logger = logging.getLogger(__name__)
 
 
+def set_encoder_dropout(model: torch.nn.Module, p: float) -> int:
+    """Set every dropout of ``model.encoder`` to ``p`` (the encoder's own ``set_dropout`` when it has one, e.g. the
+    Zipformer's scheduled dropout; otherwise its ``nn.Dropout`` modules); returns how many were set."""
+    encoder = model.encoder
+    if hasattr(encoder, "set_dropout"):
+        return encoder.set_dropout(p)
+    modules = [m for m in encoder.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in modules:
+        m.p = p
+    return len(modules)
+
+
 class CutIdStream(SamplerEpochs):
     """Endless batches of cut ids from a bucketing sampler, epoch after epoch, with resumable position."""
 
@@ -83,6 +95,7 @@ class SlimIplSource:
         self._epochs_reported = 0
         self.slimipl = SlimIpl(schedule, cache, self.label, self._labelled_batches, self.ids)
         self.num_empty_labels = 0
+        self._dropout_changed = False
 
     @property
     def epoch(self) -> int:
@@ -122,8 +135,19 @@ class SlimIplSource:
         self.num_empty_labels += sum(1 for h in labels if not h)
         return labels
 
+    def _maybe_change_dropout(self, update: int) -> None:
+        """From the first pseudo-labelling update on (resumed runs included), the encoder's dropout is
+        ``--slimipl-dyn-dropout`` (as flashlight's slimIPL recipes switch 0.5/0.3 to 0.1)."""
+        p = self.trainer.cfg.slimipl_dyn_dropout
+        if p < 0 or self._dropout_changed or update < self.slimipl.schedule.warmup_updates:
+            return
+        changed = set_encoder_dropout(self.trainer.model, p)
+        self._dropout_changed = True
+        logger.info("slimIPL: update %d sets the encoder dropout to %g (%d modules)", update, p, changed)
+
     def next(self, update: int) -> Tuple[Dict, Optional[List[List[int]]], str]:
         """The batch for ``update``; an empty pseudo-label stays a valid (all-blank) CTC target."""
+        self._maybe_change_dropout(update)
         item, labels, kind = self.slimipl.next_batch(update)
         if labels is None:
             return item, None, kind

@@ -105,6 +105,8 @@ class TrainConfig:
     slimipl_crop_updates: int = 0
     slimipl_crop_seconds: float = 10.0
     slimipl_unlabelled_max_duration: float = 0.0
+    # encoder dropout from the first pseudo-labelling update on (flashlight's slimIPL_dyn_dropout; < 0: unchanged)
+    slimipl_dyn_dropout: float = 0.1
 
 
 def _rng_state() -> Dict:
