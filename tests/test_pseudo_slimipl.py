@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from icefall_ext.pseudo.slimipl import (
+    FILL,
     LABELLED,
     UNLABELLED,
     PseudoLabelCache,
@@ -19,19 +20,10 @@ from icefall_ext.pseudo.slimipl import (
 _GENERATORS = [lambda: random.Random(11), lambda: torch.Generator().manual_seed(11)]
 
 
-def _reference_kinds(warmup: int, fill: int, lambda_: int, num_updates: int):
-    """Independent construction of the update pattern by concatenation."""
-    kinds = [LABELLED] * (warmup + fill)
-    group = [LABELLED] + [UNLABELLED] * lambda_
-    while len(kinds) < num_updates:
-        kinds.extend(group)
-    return kinds[:num_updates]
-
-
 class _ToyRun:
     """Integer batches, a label_fn that records the 'model version' (number of finished updates) and crop flag."""
 
-    def __init__(self, schedule, cache, labelled_start=0, unlabelled_start=0):
+    def __init__(self, schedule, cache, labelled_start=0, unlabelled_start=0, order_seed=0):
         self.version = 0
         self.calls = []  # (version, batch, crop)
         self.driver = SlimIpl(
@@ -40,6 +32,7 @@ class _ToyRun:
             self.label_fn,
             itertools.count(labelled_start),
             (1_000_000 + i for i in itertools.count(unlabelled_start)),
+            random.Random(order_seed),
         )
 
     def label_fn(self, batch, crop):
@@ -55,42 +48,44 @@ class _ToyRun:
         return out
 
 
-@pytest.mark.parametrize("warmup,fill,lambda_", [(0, 1, 0), (3, 4, 1), (5, 7, 10), (2, 3, 4)])
-def test_schedule_matches_reference_pattern(warmup, fill, lambda_):
-    schedule = SlimIplSchedule(warmup_updates=warmup, fill_updates=fill, lambda_=lambda_, crop_updates=6)
-    reference = _reference_kinds(warmup, fill, lambda_, 200)
-    assert [LABELLED if schedule.is_labelled(k) else UNLABELLED for k in range(200)] == reference
-    assert [schedule.fills_cache(k) for k in range(200)] == [warmup <= k < warmup + fill for k in range(200)]
-    assert [schedule.use_cropping(k) for k in range(200)] == [warmup <= k < warmup + 6 for k in range(200)]
+@pytest.mark.parametrize("warmup,size,lambda_", [(0, 1, 1), (3, 4, 1), (5, 7, 10), (2, 3, 4)])
+def test_groups_of_one_labelled_and_lambda_unlabelled_in_random_order(warmup, size, lambda_):
+    run = _ToyRun(SlimIplSchedule(warmup_updates=warmup, lambda_=lambda_), PseudoLabelCache(size, 0.3,
+                                                                                             random.Random(1)))
+    groups = 300
+    kinds = [kind for _, _, kind in run.run(0, warmup + groups * (lambda_ + 1))]
+    assert kinds[:warmup] == [LABELLED] * warmup
+    slots = [LABELLED if k == LABELLED else UNLABELLED for k in kinds[warmup:]]  # a fill slot is an unlabelled one
+    positions = []
+    for g in range(groups):
+        group = slots[g * (lambda_ + 1) : (g + 1) * (lambda_ + 1)]
+        assert group.count(LABELLED) == 1
+        positions.append(group.index(LABELLED))
+    # the labelled slot is anywhere in its group, uniformly (chi-square, 99.9% quantile for up to 10 dof: 29.6)
+    expected = groups / (lambda_ + 1)
+    chi2 = sum((positions.count(i) - expected) ** 2 / expected for i in range(lambda_ + 1))
+    assert chi2 < 29.6 and len(set(positions)) == lambda_ + 1
 
 
-@pytest.mark.parametrize("lambda_", [0, 1, 3, 10])
-def test_driver_follows_schedule_and_bounds_cache(lambda_):
-    warmup, fill, updates = 6, 5, 6 + 5 + 11 * 20
-    schedule = SlimIplSchedule(warmup_updates=warmup, fill_updates=fill, lambda_=lambda_)
-    run = _ToyRun(schedule, PseudoLabelCache(fill, 0.3, random.Random(1)))
-    results = run.run(0, updates)
-    kinds = [kind for _, _, kind in results]
-    assert kinds == _reference_kinds(warmup, fill, lambda_, updates)
-    mixing = kinds[warmup + fill :]
-    assert mixing.count(LABELLED) * (lambda_ + 1) == len(mixing)  # 220 updates = whole groups for these lambdas
-    # Labelled batches are consumed in order and carry no labels; unlabelled ones come from the cache.
-    assert [b for b, labels, k in results if k == LABELLED] == list(range(kinds.count(LABELLED)))
-    assert all(labels is None for _, labels, k in results if k == LABELLED)
-    assert all(b >= 1_000_000 and labels[0] == b for b, labels, k in results if k == UNLABELLED)
-    assert run.driver.cache.is_full
-    assert len(run.calls) == fill + run.driver.num_replacements == run.driver.unlabelled_batches
+def test_lambda_zero_is_supervised_only():
+    run = _ToyRun(SlimIplSchedule(warmup_updates=2, lambda_=0), PseudoLabelCache(3, 0.5, random.Random(0)))
+    assert {kind for _, _, kind in run.run(0, 50)} == {LABELLED} and not run.calls
 
 
-def test_cache_fills_before_mixing():
-    schedule = SlimIplSchedule(warmup_updates=4, fill_updates=3, lambda_=2)
-    run = _ToyRun(schedule, PseudoLabelCache(3, 0.5, random.Random(0)))
-    sizes = []
-    for update in range(12):
-        run.run(update, 1)
+def test_cache_fills_before_mixing_and_fill_updates_train_nothing():
+    run = _ToyRun(SlimIplSchedule(warmup_updates=4, lambda_=2), PseudoLabelCache(3, 0.5, random.Random(0)))
+    sizes, results = [], []
+    for update in range(30):
+        results += run.run(update, 1)
         sizes.append(len(run.driver.cache))
-    assert sizes == [0, 0, 0, 0, 1, 2, 3, 3, 3, 3, 3, 3]
-    assert [version for version, _, _ in run.calls[:3]] == [4, 5, 6]
+    kinds = [kind for _, _, kind in results]
+    assert sizes[:4] == [0, 0, 0, 0] and max(sizes) == 3
+    fills = [k for k, kind in enumerate(kinds) if kind == FILL]
+    assert len(fills) == 3 and all(results[k][:2] == (None, None) for k in fills)  # nothing to train on
+    assert [sizes[k] for k in fills] == [1, 2, 3]
+    first_mix = kinds.index(UNLABELLED)
+    assert first_mix > fills[-1] == run.driver.mix_start - 1 or first_mix == run.driver.mix_start
+    assert [version for version, _, _ in run.calls[:3]] == fills  # labelled by the model of the fill update
 
 
 @pytest.mark.parametrize("make_gen", _GENERATORS, ids=["python", "torch"])
@@ -110,23 +105,28 @@ def test_replacement_frequency_is_binomial(make_gen):
     assert abs(replaced - n * p) <= 4 * math.sqrt(n * p * (1 - p))
 
 
-def test_sampling_is_uniform():
-    size, n = 10, 20_000
-    cache = PseudoLabelCache(size, 0.0, torch.Generator().manual_seed(7))
+@pytest.mark.parametrize("make_gen", _GENERATORS, ids=["python", "torch"])
+def test_cache_is_swept_in_a_new_random_order_each_time(make_gen):
+    size = 10
+    cache = PseudoLabelCache(size, 0.0, make_gen())
     for i in range(size):
         cache.add((i, None))
-    counts = [0] * size
-    for _ in range(n):
-        index, entry = cache.sample()
-        assert entry.batch == index
-        counts[index] += 1
-    chi2 = sum((c - n / size) ** 2 / (n / size) for c in counts)
-    assert chi2 < 27.88  # 99.9% quantile of chi-square with 9 degrees of freedom
+    sweeps = []
+    for _ in range(50):
+        sweep = []
+        for _ in range(size):
+            index, entry = cache.sample()
+            assert entry.batch == index
+            sweep.append(index)
+        sweeps.append(sweep)
+    assert all(sorted(sweep) == list(range(size)) for sweep in sweeps)  # every entry once per sweep
+    assert len({tuple(sweep) for sweep in sweeps}) > 45  # and a new order each time
+    first = [sweep[0] for sweep in sweeps]
+    assert len(set(first)) >= 8  # not a fixed starting point
 
 
 def test_cached_labels_come_from_model_at_labelling_time():
-    schedule = SlimIplSchedule(warmup_updates=3, fill_updates=8, lambda_=4)
-    run = _ToyRun(schedule, PseudoLabelCache(8, 0.2, random.Random(5)))
+    run = _ToyRun(SlimIplSchedule(warmup_updates=3, lambda_=4), PseudoLabelCache(8, 0.2, random.Random(5)))
     results = run.run(0, 400)
     labelled_at = {batch: version for version, batch, _ in run.calls}
     stale = 0
@@ -134,27 +134,27 @@ def test_cached_labels_come_from_model_at_labelling_time():
         if kind != UNLABELLED:
             continue
         _, version, _ = labels
-        assert version == labelled_at[batch] and version <= update
-        stale += version < update
+        assert version == labelled_at[batch] and version < update
+        stale += version < update - 1
     assert stale > 0  # cached labels are reused, not regenerated on every sample
-    # Every labelling call happened with the model of the update during which it ran.
-    mix_calls = [(version, batch) for version, batch, _ in run.calls if version >= schedule.mix_start]
+    mix_calls = [(version, batch) for version, batch, _ in run.calls if version >= run.driver.mix_start]
     assert len(mix_calls) == run.driver.num_replacements > 0
+    assert len(run.calls) == 8 + run.driver.num_replacements == run.driver.unlabelled_batches
 
 
 def test_cropping_flag_only_during_warmup_of_pl_generation():
-    warmup, fill, crop = 4, 6, 15
-    schedule = SlimIplSchedule(warmup_updates=warmup, fill_updates=fill, lambda_=1, crop_updates=crop)
-    run = _ToyRun(schedule, PseudoLabelCache(fill, 0.5, random.Random(2)))
+    warmup, crop = 4, 30
+    schedule = SlimIplSchedule(warmup_updates=warmup, lambda_=1, crop_updates=crop)
+    run = _ToyRun(schedule, PseudoLabelCache(6, 0.5, random.Random(2)))
     run.run(0, 200)
     assert all(crop_flag == (version < warmup + crop) for version, _, crop_flag in run.calls)
     assert {flag for _, _, flag in run.calls} == {True, False}
-    assert any(v >= schedule.mix_start and flag for v, _, flag in run.calls)  # cropping continues into mixing
+    assert any(v >= run.driver.mix_start and flag for v, _, flag in run.calls)  # cropping continues into mixing
 
 
 @pytest.mark.parametrize("make_gen", _GENERATORS, ids=["python", "torch"])
 def test_exact_resume_through_state_dict(make_gen):
-    schedule = SlimIplSchedule(warmup_updates=5, fill_updates=10, lambda_=3, crop_updates=20)
+    schedule = SlimIplSchedule(warmup_updates=5, lambda_=3, crop_updates=20)
 
     run_a = _ToyRun(schedule, PseudoLabelCache(10, 0.3, make_gen()))
     full = run_a.run(0, 100)
@@ -172,6 +172,7 @@ def test_exact_resume_through_state_dict(make_gen):
         PseudoLabelCache(10, 0.3, other_gen),
         labelled_start=state["labelled_batches"],
         unlabelled_start=state["unlabelled_batches"],
+        order_seed=12345,
     )
     run_c.driver.load_state_dict(state)
     second = run_c.run(50, 50)
@@ -183,11 +184,11 @@ def test_exact_resume_through_state_dict(make_gen):
 
 
 def test_misuse_is_rejected():
-    with pytest.raises(ValueError):
-        SlimIpl(SlimIplSchedule(0, 3), PseudoLabelCache(4, 0.1, random.Random(0)), lambda b, c: b, [], [])
     run = _ToyRun(SlimIplSchedule(0, 2), PseudoLabelCache(2, 0.1, random.Random(0)))
     with pytest.raises(ValueError, match="expected update 0"):
         run.driver.next_batch(1)
+    with pytest.raises(ValueError):
+        SlimIplSchedule(warmup_updates=-1)
     cache = PseudoLabelCache(1, 0.1, random.Random(0))
     with pytest.raises(RuntimeError):
         cache.sample()
@@ -237,10 +238,13 @@ def _train_toy(lambda_: int, seed: int) -> float:
 
     labelled = ((x_lab, y_lab) for _ in itertools.count())
     unlabelled = (x_unlab[idx] for idx in _minibatches(x_unlab, 64, seed))
-    schedule = SlimIplSchedule(warmup_updates=100, fill_updates=10, lambda_=lambda_)
-    driver = SlimIpl(schedule, PseudoLabelCache(10, 0.5, random.Random(seed)), label_fn, labelled, unlabelled)
+    schedule = SlimIplSchedule(warmup_updates=100, lambda_=lambda_)
+    driver = SlimIpl(schedule, PseudoLabelCache(10, 0.5, random.Random(seed)), label_fn, labelled, unlabelled,
+                     random.Random(seed))
     for update in range(600):
         batch, labels, kind = driver.next_batch(update)
+        if kind == FILL:
+            continue
         x, y = batch if kind == LABELLED else (batch, labels)
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()

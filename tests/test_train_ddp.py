@@ -140,8 +140,9 @@ def test_nonfinite_gradient_with_finite_loss_never_reaches_the_weights(tiny_corp
     assert trainer.train_step(a, None) is not None
 
 
-def test_validation_under_torchrun_scores_the_whole_set(tiny_corpus, tmp_path):
-    """The CER a 2-rank run logs equals a 1-process validation of the saved model on the whole set."""
+def test_torchrun_two_ranks_log_apart_and_validate_the_whole_set(tiny_corpus, tmp_path):
+    """A 2-rank run through the CLI (torchrun, gloo): rank 1 writes its own log, and the CER the run logs equals a
+    1-process validation of the saved model on the whole set."""
     import json
     import subprocess
     import sys
@@ -156,6 +157,7 @@ def test_validation_under_torchrun_scores_the_whole_set(tiny_corpus, tmp_path):
            "--spec-augment", "false", "--threads", THREADS, "--world-size", "2", "--log-every-n", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert any((exp / "log").glob("*-1.txt")), "rank 1 writes its own log"
     logged = json.loads((exp / "valid.jsonl").read_text().splitlines()[-1])
     assert logged["update"] == 6
     (tmp_path / "single").mkdir()

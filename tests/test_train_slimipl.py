@@ -39,7 +39,7 @@ def test_slimipl_run_and_exact_resume(tiny_corpus, unlabelled, tmp_path):
     state = load_checkpoint(last_epoch(ref))
     # like any run, one epoch-N.pt per completed pass over the labelled data (so --avg works)
     completed = state["source"]["labelled"]["epoch"] - 1
-    assert completed >= 2
+    assert completed >= 1
     assert {int(p.stem.split("-")[1]) for p in ref.glob("epoch-*.pt")} >= set(range(1, completed + 1))
     src = state["source"]["slimipl"]
     entries = src["cache"]["entries"]
@@ -47,8 +47,10 @@ def test_slimipl_run_and_exact_resume(tiny_corpus, unlabelled, tmp_path):
     for cut_ids, labels in entries:  # the cache holds cut ids and token labels, not feature tensors
         assert all(cid.startswith("u-") for cid in cut_ids) and len(labels) == len(cut_ids)
         assert all(isinstance(t, int) for lab in labels for t in lab)
-    # schedule: 2 supervised + 3 fill updates, then every 3rd update labelled (lambda = 2)
-    assert src["labelled_batches"] == 2 + 3 + len([k for k in range(5, 18) if (k - 5) % 3 == 0])
+    # schedule: 2 supervised updates, then groups of 3 (lambda = 2) with one labelled update each in a random slot;
+    # the first 3 unlabelled slots fill the cache
+    assert 2 + 16 // 3 <= src["labelled_batches"] <= 2 + 16 // 3 + 1
+    assert src["unlabelled_batches"] == 3 + src["num_replacements"]
 
     res = tmp_path / "resumed"
     r = subprocess.run(slimipl_cmd(tiny_corpus, unlabelled, res, 12), capture_output=True, text=True)

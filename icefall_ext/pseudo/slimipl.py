@@ -3,13 +3,22 @@
 Likhomanenko et al. 2021, as used by Lugosch et al. 2022 ("Pseudo-labeling for
 massively multilingual speech recognition"). The pieces are model-agnostic:
 
-* :class:`PseudoLabelCache` holds ``(batch, pseudo_labels)`` entries; an entry
-  is sampled uniformly for an unlabelled update, and with probability ``p`` it
-  is replaced by a new unlabelled batch labelled by the current model.
-* :class:`SlimIplSchedule` decides, from the update index alone, what every
-  update does (supervised warm-up, cache filling, mixing, cropping warm-up).
+* :class:`PseudoLabelCache` holds ``(batch, pseudo_labels)`` entries; the
+  entries are swept in a shuffled order (a new permutation for every sweep), and
+  after an entry is used it is replaced, with probability ``p``, by a new
+  unlabelled batch labelled by the current model.
+* :class:`SlimIplSchedule` holds the phases (supervised warm-up, cropping
+  warm-up) and the mix: groups of one labelled and ``lambda_`` unlabelled
+  updates, each group in a random order.
 * :class:`SlimIpl` drives both: ``next_batch(update)`` returns the batch to
   train on and its pseudo-labels (``None`` for labelled data).
+
+As in flashlight's slimIPL recipe ("fixed-pre-cache"): after the supervised
+warm-up, updates come in shuffled groups of 1 + lambda; while the cache is not
+full, an unlabelled slot labels one new batch into the cache and trains on
+nothing (kind ``"fill"``: the update counter and the learning-rate schedule still
+advance), so the cache holds labels of the model of its time, not of a model
+trained on its own fresh labels.
 
 The caller supplies ``label_fn(batch, crop) -> pseudo_labels``; in a trainer it
 puts the model in eval mode, decodes greedily without an LM (crop-and-stitch
@@ -29,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 LABELLED = "labelled"
 UNLABELLED = "unlabelled"
+FILL = "fill"  # an update that only labels a batch into the cache
 
 Generator = Union[torch.Generator, random.Random]
 LabelFn = Callable[[Any, bool], Any]
@@ -53,6 +63,13 @@ class _RandomSource:
         if isinstance(self._gen, torch.Generator):
             return int(torch.randint(n, (1,), generator=self._gen).item())
         return self._gen.randrange(n)
+
+    def permutation(self, n: int) -> List[int]:
+        if isinstance(self._gen, torch.Generator):
+            return torch.randperm(n, generator=self._gen).tolist()
+        order = list(range(n))
+        self._gen.shuffle(order)
+        return order
 
     def uniform(self) -> float:
         if isinstance(self._gen, torch.Generator):
@@ -87,6 +104,7 @@ class PseudoLabelCache:
         self.replace_prob = replace_prob
         self._rng = _RandomSource(generator)
         self._entries: List[CacheEntry] = []
+        self._order: List[int] = []  # the current sweep's remaining entry indices
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -102,10 +120,13 @@ class PseudoLabelCache:
         self._entries.append(CacheEntry(*entry))
 
     def sample(self) -> Tuple[int, CacheEntry]:
-        """Draw an entry uniformly at random (the entry stays in the cache)."""
+        """The next entry of the current sweep (the entry stays in the cache); every entry is used once per sweep,
+        and each sweep has a new random order."""
         if not self._entries:
             raise RuntimeError("cannot sample from an empty pseudo-label cache")
-        index = self._rng.index(len(self._entries))
+        if not self._order:
+            self._order = self._rng.permutation(len(self._entries))
+        index = self._order.pop(0)
         return index, self._entries[index]
 
     def maybe_replace(self, index: int, make_entry: Callable[[], Tuple[Any, Any]]) -> bool:
@@ -127,6 +148,7 @@ class PseudoLabelCache:
             "size": self.size,
             "replace_prob": self.replace_prob,
             "entries": [[entry.batch, entry.labels] for entry in self._entries],
+            "order": list(self._order),
             "rng": self._rng.state(),
         }
 
@@ -140,54 +162,35 @@ class PseudoLabelCache:
             raise ValueError(f"saved cache has {len(state['entries'])} entries, more than size {self.size}")
         self._rng.set_state(state["rng"])
         self._entries = [CacheEntry(batch, labels) for batch, labels in state["entries"]]
+        self._order = [int(i) for i in state.get("order", [])]
 
 
 @dataclass(frozen=True)
 class SlimIplSchedule:
-    """What update ``k`` (0-based) does, as a pure function of ``k``.
+    """The phases of a slimIPL run, by update index ``k`` (0-based).
 
     * ``k < warmup_updates``: supervised only (labelled batch).
-    * ``warmup_updates <= k < mix_start`` (``fill_updates`` updates, one per
-      cache entry): labelled batch, and one unlabelled batch is labelled and
-      added to the cache.
-    * ``k >= mix_start``: with ``m = k - mix_start``, update ``k`` is labelled
-      iff ``m % (lambda_ + 1) == 0``; the other ``lambda_`` updates of each
-      group train on a cached batch (``lambda_`` unlabelled updates per
-      labelled one; ``lambda_ = 0`` means labelled only).
-    * ``use_cropping(k)``: true for the first ``crop_updates`` updates of
-      pseudo-label generation, i.e. ``warmup_updates <= k < warmup_updates +
-      crop_updates``.
+    * after that, groups of ``1 + lambda_`` updates, one labelled and ``lambda_`` unlabelled in a random order
+      (``lambda_ = 0``: labelled only); unlabelled slots fill the cache first (see :class:`SlimIpl`).
+    * ``use_cropping(k)``: true for the first ``crop_updates`` updates of pseudo-label generation, i.e.
+      ``warmup_updates <= k < warmup_updates + crop_updates``.
     """
 
     warmup_updates: int
-    fill_updates: int
     lambda_: int = 10
     crop_updates: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("warmup_updates", "fill_updates", "lambda_", "crop_updates"):
+        for name in ("warmup_updates", "lambda_", "crop_updates"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
 
-    @property
-    def mix_start(self) -> int:
-        return self.warmup_updates + self.fill_updates
+    def is_supervised(self, update: int) -> bool:
+        return update < self.warmup_updates
 
-    def phase(self, update: int) -> str:
-        """``"supervised"``, ``"fill"`` or ``"mix"``."""
-        if update < self.warmup_updates:
-            return "supervised"
-        if update < self.mix_start:
-            return "fill"
-        return "mix"
-
-    def is_labelled(self, update: int) -> bool:
-        if update < self.mix_start:
-            return True
-        return (update - self.mix_start) % (self.lambda_ + 1) == 0
-
-    def fills_cache(self, update: int) -> bool:
-        return self.phase(update) == "fill"
+    def group(self) -> List[str]:
+        """The slots of one group, in canonical order (the driver shuffles them)."""
+        return [LABELLED] + [UNLABELLED] * self.lambda_
 
     def use_cropping(self, update: int) -> bool:
         return self.warmup_updates <= update < self.warmup_updates + self.crop_updates
@@ -200,7 +203,8 @@ class SlimIpl:
     indices starting at 0 (or at the saved position after
     :meth:`load_state_dict`). Data iterators are consumed in order; to resume,
     pass iterators positioned after ``labelled_batches`` / ``unlabelled_batches``
-    of the saved state (e.g. through the samplers' own state).
+    of the saved state (e.g. through the samplers' own state). ``generator``
+    orders the slots of each group.
     """
 
     def __init__(
@@ -210,39 +214,50 @@ class SlimIpl:
         label_fn: LabelFn,
         labelled_iter: Iterable[Any],
         unlabelled_iter: Iterable[Any],
+        generator: Optional[Generator] = None,
     ):
-        if schedule.fill_updates != cache.size:
-            raise ValueError(
-                f"schedule.fill_updates ({schedule.fill_updates}) must equal the cache size ({cache.size}): "
-                "each fill update adds one entry"
-            )
         self.schedule = schedule
         self.cache = cache
         self.label_fn = label_fn
         self._labelled = iter(labelled_iter)
         self._unlabelled = iter(unlabelled_iter)
+        self._order_rng = _RandomSource(generator if generator is not None else random.Random(0))
+        self._group: List[str] = []
         self._next_update = 0
         self.labelled_batches = 0
         self.unlabelled_batches = 0
         self.num_replacements = 0
+        self.mix_start: Optional[int] = None  # the first update that trained on a cached batch
 
     def next_batch(self, update: int) -> Tuple[Any, Optional[Any], str]:
-        """Return ``(batch, pseudo_labels or None, kind)`` for this update; kind is "labelled" or "unlabelled"."""
+        """``(batch, pseudo_labels or None, kind)`` for this update; kind is "labelled", "unlabelled", or "fill"
+        (the update labelled a batch into the cache and has nothing to train on: batch and labels are None)."""
         if update != self._next_update:
             raise ValueError(f"expected update {self._next_update}, got {update}")
         self._next_update += 1
         self._log_transitions(update)
 
-        if self.schedule.fills_cache(update):
-            self.cache.add(self._label_new(update))
-        if self.schedule.is_labelled(update):
+        if self.schedule.is_supervised(update) or self._next_slot() == LABELLED:
             self.labelled_batches += 1
             return next(self._labelled), None, LABELLED
-
+        if not self.cache.is_full:
+            self.cache.add(self._label_new(update))
+            if self.cache.is_full:
+                logger.info("slimIPL: the cache is full (%d entries) after update %d", self.cache.size, update)
+            return None, None, FILL
+        if self.mix_start is None:
+            self.mix_start = update
+            logger.info("slimIPL: update %d starts mixing (lambda=%d)", update, self.schedule.lambda_)
         index, entry = self.cache.sample()
         if self.cache.maybe_replace(index, lambda: self._label_new(update)):
             self.num_replacements += 1
         return entry.batch, entry.labels, UNLABELLED
+
+    def _next_slot(self) -> str:
+        if not self._group:
+            canonical = self.schedule.group()
+            self._group = [canonical[i] for i in self._order_rng.permutation(len(canonical))]
+        return self._group.pop(0)
 
     def _label_new(self, update: int) -> CacheEntry:
         batch = next(self._unlabelled)
@@ -251,10 +266,8 @@ class SlimIpl:
 
     def _log_transitions(self, update: int) -> None:
         schedule = self.schedule
-        if update == schedule.warmup_updates and schedule.fill_updates:
+        if update == schedule.warmup_updates and schedule.lambda_:
             logger.info("slimIPL: update %d starts filling the cache (%d entries)", update, self.cache.size)
-        if update == schedule.mix_start:
-            logger.info("slimIPL: update %d starts mixing (lambda=%d)", update, schedule.lambda_)
         if schedule.crop_updates and update == schedule.warmup_updates + schedule.crop_updates:
             logger.info("slimIPL: update %d ends the cropping warm-up", update)
 
@@ -264,6 +277,9 @@ class SlimIpl:
             "labelled_batches": self.labelled_batches,
             "unlabelled_batches": self.unlabelled_batches,
             "num_replacements": self.num_replacements,
+            "mix_start": self.mix_start,
+            "group": list(self._group),
+            "order_rng": self._order_rng.state(),
             "cache": self.cache.state_dict(),
         }
 
@@ -273,3 +289,7 @@ class SlimIpl:
         self.labelled_batches = state["labelled_batches"]
         self.unlabelled_batches = state["unlabelled_batches"]
         self.num_replacements = state["num_replacements"]
+        self.mix_start = state.get("mix_start")
+        self._group = list(state.get("group", []))
+        if "order_rng" in state:
+            self._order_rng.set_state(state["order_rng"])

@@ -88,12 +88,12 @@ class SlimIplSource:
         self.ids = CutIdStream(sampler)
         gen = random.Random(cfg.seed + 2)
         cache = PseudoLabelCache(cfg.slimipl_cache_size, cfg.slimipl_replace_prob, gen)
-        schedule = SlimIplSchedule(warmup_updates=cfg.slimipl_supervised_updates,
-                                   fill_updates=cfg.slimipl_cache_size, lambda_=cfg.slimipl_lambda,
+        schedule = SlimIplSchedule(warmup_updates=cfg.slimipl_supervised_updates, lambda_=cfg.slimipl_lambda,
                                    crop_updates=cfg.slimipl_crop_updates)
         self._labelled_batches = _LabelledBatches(labelled)
         self._epochs_reported = 0
-        self.slimipl = SlimIpl(schedule, cache, self.label, self._labelled_batches, self.ids)
+        self.slimipl = SlimIpl(schedule, cache, self.label, self._labelled_batches, self.ids,
+                               random.Random(cfg.seed + 3))
         self.num_empty_labels = 0
         self._dropout_changed = False
 
@@ -149,7 +149,7 @@ class SlimIplSource:
         """The batch for ``update``; an empty pseudo-label stays a valid (all-blank) CTC target."""
         self._maybe_change_dropout(update)
         item, labels, kind = self.slimipl.next_batch(update)
-        if labels is None:
+        if labels is None:  # a labelled batch, or nothing to train on while the cache fills (item None)
             return item, None, kind
         batch = self.collate(item)
         by_id = dict(zip(item, labels))

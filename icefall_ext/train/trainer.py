@@ -459,6 +459,14 @@ class Trainer:
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
 
+    def _idle_update(self) -> None:
+        """An update with nothing to train on (slimIPL filling its cache): the schedules advance as in a taken
+        one (every rank idles on the same update: the slimIPL schedule is the same on all of them)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        return None
+
     def train_step(self, batch: Dict, labels: Optional[List[List[int]]]) -> Optional[Dict[str, float]]:
         """One optimiser update; returns the loss parts, or None when the batch was skipped.
 
@@ -568,12 +576,12 @@ class Trainer:
             except EpochEnd:
                 self._end_epoch()
                 continue
-            parts = self.train_step(batch, labels)
+            parts = self.train_step(batch, labels) if batch is not None else self._idle_update()
             self.update += 1
             if self.source.take_epoch_end():  # slimIPL: its labelled data ran out while it assembled this update
                 self._end_epoch()
             progress.update(1)
-            audio_sec += float(batch["feature_lens"].sum()) * 0.01
+            audio_sec += float(batch["feature_lens"].sum()) * 0.01 if batch is not None else 0.0
             if parts is not None:
                 window.append(parts)
             if self.update % cfg.log_every_n == 0 and window:
