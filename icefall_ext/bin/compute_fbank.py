@@ -119,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             tmp = out.with_name(out.name.replace(".jsonl.gz", ".tmp.jsonl.gz"))
             with_feats.to_file(tmp)
             tmp.rename(out)
-            logger.info("wrote %s: %d cuts, %.2f h (%d unreadable skipped)", out, len(with_feats),
+            logger.info("wrote %s: %d cuts, %.2f h (%d bad audio skipped)", out, len(with_feats),
                         sum(c.duration for c in with_feats) / 3600, len(report.failed))
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ class FeatureReport:
         self.failed.extend(other.failed)
 
     def log(self, name: str) -> None:
-        logger.info("%s: computed features for %d cuts, skipped %d unreadable", name, self.num_ok, len(self.failed))
+        logger.info("%s: computed features for %d cuts, skipped %d (unreadable, silent or too short)", name,
+                    self.num_ok, len(self.failed))
         for cut_id, why in self.failed:
             logger.warning("%s: skipped cut %s: %s", name, cut_id, why)
 

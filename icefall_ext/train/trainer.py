@@ -455,17 +455,14 @@ class Trainer:
         logger.warning("update %d: %s; the update is skipped on every rank; cuts of rank %d: %s", self.update, why,
                        self.rank, ",".join(batch["cut_ids"][:10]))
         self.optimizer.zero_grad(set_to_none=True)
+        self._idle_update()
+
+    def _idle_update(self) -> None:
+        """An update without an optimiser step (a skipped batch; slimIPL filling its cache, which every rank does
+        on the same update): the schedule advances as in a taken one."""
         with warnings.catch_warnings():  # LambdaLR warns when it steps before any optimiser step
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
-
-    def _idle_update(self) -> None:
-        """An update with nothing to train on (slimIPL filling its cache): the schedules advance as in a taken
-        one (every rank idles on the same update: the slimIPL schedule is the same on all of them)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            self.scheduler.step()
-        return None
 
     def train_step(self, batch: Dict, labels: Optional[List[List[int]]]) -> Optional[Dict[str, float]]:
         """One optimiser update; returns the loss parts, or None when the batch was skipped.
