@@ -64,6 +64,7 @@ class ZipformerLayer(nn.Module):
         causal: bool,
         clock: TrainingClock,
         dropout: Scheduled,
+        warmup_batches: float = 4000.0,
     ) -> None:
         super().__init__()
         self.attn_weights = RelPositionAttentionWeights(
@@ -87,8 +88,9 @@ class ZipformerLayer(nn.Module):
         self.ff2_skip_rate = Scheduled(clock, (0.0, 0.1), (4000.0, 0.01), (50000.0, 0.0))
         self.ff3_skip_rate = Scheduled(clock, (0.0, 0.1), (4000.0, 0.01), (50000.0, 0.0))
         # in training, sometimes attend uniformly to every unmasked frame (pushes the attention modules towards
-        # also being useful as averages over time)
-        self.const_attention_rate = Scheduled(clock, (0.0, 0.25), (4000.0, 0.025))
+        # also being useful as averages over time); 0.25 -> 0.025 over the encoder's warm-up (icefall: 4000 batches,
+        # the medium preset's warm-up; the mini preset's short runs shorten it with the other schedules)
+        self.const_attention_rate = Scheduled(clock, (0.0, 0.25), (warmup_batches, 0.025))
 
     def forward(
         self,
@@ -365,6 +367,7 @@ class Zipformer(nn.Module):
                 cnn_module_kernel=self.cnn_module_kernel[i],
                 causal=causal,
                 dropout=drop,
+                warmup_batches=warmup_batches,
             )
             for i in range(n)
         )
