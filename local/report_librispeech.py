@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from icefall_ext.common import atomic_write_text
 from icefall_ext.data.scoring import read_recogs, score
+from icefall_ext.decode.results import rate_cell
 
 SETS = ("dev-clean", "dev-other", "test-clean", "test-other")
 
@@ -22,7 +23,7 @@ def load(path: Path) -> Optional[Dict]:
 
 
 def wer_row(label: str, summaries: Sequence[Optional[Dict]]) -> str:
-    cells = ["-" if s is None else f"{s['wer']:.2f}" for s in summaries]
+    cells = [rate_cell(s, "wer") for s in summaries]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
@@ -127,6 +128,15 @@ def main() -> None:
     if len(rows) > 2:
         lines += ["## Transfer of the multilingual model (Lugosch et al. 2022, Table 4 shape; CTC greedy)", "",
                   *rows, ""]
+        budgets = []
+        for t in args.transfer_sets:
+            for init in ("multilingual", "scratch"):
+                cfg = load(exp / f"transfer-{init}-{t}" / "train_config.json")
+                if cfg:
+                    budgets.append(f"{init} ({t}): {cfg['max_updates']} updates, {cfg['scheduler']} lr {cfg['lr']:g}"
+                                   + (f", warm-up {cfg['warmup_updates']}" if cfg["scheduler"] == "eden" else ""))
+        if budgets:
+            lines += ["Training of each row (from its train_config.json): " + "; ".join(budgets) + ".", ""]
     atomic_write_text(args.out, "\n".join(lines))
     print(f"wrote {args.out}")
 
