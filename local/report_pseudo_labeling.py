@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from icefall_ext.decode.results import NOT_CONVERGED, rate_cell
+
 MODELS = [
     ("base", "Base: CTC + LID on all CV languages"),
     ("pooled-slimipl", "Control: slimIPL on all unlabelled audio pooled (no per-language fine-tuning)"),
@@ -45,6 +47,9 @@ def cer_table(exp: Path, split: str, languages: List[str], unlabelled: List[str]
             continue
         per = s["per_language_cer"]
         vals = [per.get(l) for l in languages]
+        if s.get("collapsed"):  # a model that did not learn gets a marker, not numbers that pass for a result
+            rows.append(f"| {desc} | {NOT_CONVERGED} ({s['collapsed']}) |" + " |" * (len(head) - 2))
+            continue
         rows.append("| " + " | ".join([desc, fmt(mean(vals)), fmt(mean([per.get(l) for l in unlabelled]))]
                                       + [fmt(v) for v in vals]) + " |")
     own = {l: load(exp / f"slimipl-{l}" / "decode" / f"summary-{split}-ctc-greedy.json") for l in unlabelled}
@@ -83,7 +88,7 @@ def librispeech_tables(exp: Path) -> List[str]:
             continue
         if method == "ctc-beam-lm" and tuned:
             desc += f" (alpha {tuned['alpha']:g}, beta {tuned['beta']:g}, tuned on dev-clean)"
-        out.append(f"| {desc} | " + " | ".join(fmt(v["wer"]) if v else "-" for v in vals) + " |")
+        out.append(f"| {desc} | " + " | ".join(rate_cell(v, "wer", 1) for v in vals) + " |")
     dur = []
     for method, desc in [("ctc-greedy", "greedy"), ("ctc-beam-lm", "4-gram LM")]:
         for s in ("test-clean", "test-other"):

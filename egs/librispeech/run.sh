@@ -30,12 +30,14 @@
 #   --speed-perturb true / false, --musan true / false, --vocab-size 500 / 100 (BPE)
 #   --max-duration 1000 / 40, --world-size 1, --dtype bfloat16 / float32, --lr 0.045
 #   --num-epochs 30 / 0, --max-updates 0 / 400 (0: no limit), --avg 9 / 2 (epoch checkpoints averaged in decoding)
+#   --eden-lr-batches 7500 / 5000, --eden-lr-epochs 3.5 / 6, --warm-step 2000 / 150 (simple -> pruned loss),
+#   --ref-duration 600 / 40 (Zipformer schedules), --ctc-scale 0.2 / 1.0   (real values: icefall's zipformer recipe)
 #   --chunk-sizes 16,32,64,-1 --left-context 64,128,256,-1   (streaming training, 50 Hz frames; -1 = full)
 #   --decode-chunk-len 32    feature frames per streaming step (= 2 x the first chunk size)
 #   --streaming-sets         sets decoded by the streaming model (mini: test-clean test-other)
 #   --streaming-from-offline false / true   start the streaming model from the offline one (--streaming-updates 150)
 #   --multilingual-exp       egs/commonvoice_voxpopuli/exp/base (a trained multilingual CTC model)
-#   --transfer-sets          "train-clean-100 train-960" / "train-clean-100", --transfer-updates 60000 / 150
+#   --transfer-sets          "train-clean-100 train-960" / "train-clean-100", --transfer-updates 60000 / 500
 # Real-size settings for GPUs: --config conf/zipformer_medium_4gpu.conf (see conf/).
 # Relative paths given as options (--config, --work-dir, --corpus-dir, --multilingual-exp) are taken from the directory
 # run.sh is called from; the default corpus dir (download/, mini_corpus/) is under the work dir.
@@ -65,6 +67,11 @@ lr=0.045
 num_epochs=
 max_updates=
 warmup_updates=
+eden_lr_batches=
+eden_lr_epochs=
+warm_step=
+ref_duration=
+ctc_scale=
 save_every_n=
 avg=
 valid_every=
@@ -99,13 +106,18 @@ pick dtype bfloat16 float32
 pick num_epochs 30 0
 pick max_updates 0 400
 pick warmup_updates 500 150   # Eden's warm-up (icefall: 500 batches)
+pick eden_lr_batches 7500 5000  # icefall zipformer: Eden lr_batches 7500, lr_epochs 3.5
+pick eden_lr_epochs 3.5 6
+pick warm_step 2000 150       # simple -> pruned loss warm-up (icefall: 2000 updates)
+pick ref_duration 600 40      # Zipformer schedules: update * max_duration * world_size / 600 (mini: one per batch)
+pick ctc_scale 0.2 1.0        # CTC weight joint with the transducer (icefall: 0.2; mini: the CTC row needs a CTC head)
 pick save_every_n 4000 250
 pick avg 9 2
 pick valid_every 3000 250
 pick spec_augment true false  # too few mini updates to learn through SpecAugment
 pick multilingual_exp "$root/egs/commonvoice_voxpopuli/exp/base" "$root/egs/commonvoice_voxpopuli/exp/base"
 pick transfer_sets "train-clean-100 train-960" "train-clean-100"
-pick transfer_updates 60000 150
+pick transfer_updates 60000 500   # both rows: a from-scratch model needs ~400 mini updates to learn
 pick transfer_lr 0.0045 0.01
 pick streaming_from_offline false true
 pick streaming_updates 0 150
@@ -132,7 +144,8 @@ train() { python -m icefall_ext.bin.train --seed "$seed" --world-size "$world_si
 decode() { python -m icefall_ext.bin.decode --threads "$threads" --lang-dir "$lang" --avg "$avg" "$@"; }
 transducer() { train --preset "$preset" --heads hybrid --train-cuts $(cuts_of $train_sets) $(noise_flags) \
   --lr "$lr" --num-epochs "$num_epochs" --max-updates "$max_updates" --scheduler eden \
-  --warmup-updates "$warmup_updates" --save-every-n "$save_every_n" "$@"; }
+  --warmup-updates "$warmup_updates" --eden-lr-batches "$eden_lr_batches" --eden-lr-epochs "$eden_lr_epochs" \
+  --warm-step "$warm_step" --ref-duration "$ref_duration" --ctc-scale "$ctc_scale" --save-every-n "$save_every_n" "$@"; }
 
 if stage 0 "Corpus" "$corpus_dir/.done"; then
   if [ "$mini" = true ]; then
@@ -227,7 +240,8 @@ if stage 9 "Transfer of the multilingual CTC model (Table 4)" exp/.done.transfer
       if [ $init = multilingual ]; then
         how="--init-from $multilingual_exp --lr $transfer_lr --scheduler constant --warmup-updates 1"
       else
-        how="--architecture-from $multilingual_exp --lr $lr --scheduler eden --warmup-updates $((transfer_updates / 10 + 1))"
+        # from scratch: the peak rate and an Eden warm-up of 1/12 of the run, as the multilingual base had
+        how="--architecture-from $multilingual_exp --lr $lr --scheduler eden --warmup-updates $((transfer_updates / 12 + 1))"
       fi
       train --exp-dir $exp $how --train-cuts $(cuts_of $set) --num-epochs 0 --max-updates "$transfer_updates"
       decode --exp-dir $exp --cuts $(test_sets) --method ctc-greedy --avg 1
