@@ -63,22 +63,32 @@ def rnnt_nll(log_probs: torch.Tensor, labels: list[int], blank: int = 0) -> floa
 @pytest.mark.parametrize("context_size", [1, 3])
 def test_decoder_need_pad_semantics(context_size):
     torch.manual_seed(0)
-    decoder = Decoder(vocab_size=9, decoder_dim=6, blank_id=0, context_size=context_size)
-    assert (decoder.vocab_size, decoder.decoder_dim, decoder.blank_id, decoder.context_size) == (9, 6, 0, context_size)
+    dim = 8  # icefall's grouping: groups of 4 channels, so 2 groups here
+    decoder = Decoder(vocab_size=9, decoder_dim=dim, blank_id=0, context_size=context_size)
+    assert (decoder.vocab_size, decoder.decoder_dim, decoder.blank_id, decoder.context_size) == (9, dim, 0, context_size)
     y = torch.randint(1, 9, (2, 5))
     full = decoder(y)
-    assert full.shape == (2, 5, 6)
+    assert full.shape == (2, 5, dim)
     padded = F.pad(y, (context_size - 1, 0), value=0)
-    weight = decoder.conv.weight[:, 0] if decoder.conv is not None else torch.ones(6, 1)
+    if decoder.conv is not None:
+        assert decoder.conv.weight.shape == (dim, 4, context_size)
     for u in range(5):
         window = padded[:, u : u + context_size]
         step = decoder(window, need_pad=False)
-        assert step.shape == (2, 1, 6)
+        assert step.shape == (2, 1, dim)
         torch.testing.assert_close(step[:, 0], full[:, u])
-        # by hand: per-channel weighted sum of the window's embeddings (blank embeds to zero)
-        emb = decoder.embedding.weight[window] * (window != 0).unsqueeze(-1)
-        expected = torch.relu((emb * weight.t().unsqueeze(0)).sum(dim=1))
-        torch.testing.assert_close(full[:, u], expected)
+        # by hand: output channel o sums its group's 4 input channels over the window (blank embeds to zero)
+        emb = decoder.embedding.weight[window] * (window != 0).unsqueeze(-1)  # (N, context, dim)
+        expected = torch.zeros(2, dim)
+        for o in range(dim):
+            if decoder.conv is None:
+                expected[:, o] = emb[:, 0, o]
+                continue
+            group = o // 4
+            for c in range(4):
+                for k in range(context_size):
+                    expected[:, o] += decoder.conv.weight[o, c, k] * emb[:, k, group * 4 + c]
+        torch.testing.assert_close(full[:, u], torch.relu(expected))
     with pytest.raises(ValueError):
         decoder(torch.zeros(2, context_size + 1, dtype=torch.int64), need_pad=False)
 

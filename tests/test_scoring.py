@@ -65,6 +65,7 @@ def test_collapsed_models_are_marked_not_scored(tmp_path):
     assert "empty" in collapse_reason([""] * 15 + refs[:5], 80.0)  # CTC that emits only blanks
     assert "distinct" in collapse_reason(["the the"] * 20, 90.0)  # one string for every utterance
     assert "CER" in collapse_reason([f"xq {i}" for i in range(20)], 97.0)  # output unrelated to the audio
+    assert "WER" in collapse_reason([f"xq {i}" for i in range(20)], 100.0, "wer")  # no word right
     results = [(f"u{i}", r, "") for i, r in enumerate(refs)]
     summary = write_results(tmp_path, "set-m", results, [None] * 20, metric="wer", source="e", set_name="set",
                             method="m")

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 TSV_HEADER = "exp_dir\tcheckpoints\tset\tmethod\tlm\tnum_utts\tCER\tWER\tCER_macro\n"
 
 
-def collapse_reason(hyps: Sequence[str], cer: float) -> Optional[str]:
+def collapse_reason(hyps: Sequence[str], rate: float, metric: str = "cer") -> Optional[str]:
     """Why ``hyps`` look like the output of a model that did not learn (None if they do not).
 
     Collapsed models emit nothing, one string for every utterance, or characters unrelated to the reference; a
@@ -31,8 +31,8 @@ def collapse_reason(hyps: Sequence[str], cer: float) -> Optional[str]:
     distinct = len({" ".join(h.split()) for h in hyps})
     if n >= 10 and distinct <= max(1, n // 10):
         return f"{distinct} distinct hypotheses for {n} utterances"
-    if cer >= 95.0:
-        return f"CER {cer:.1f}%"
+    if rate >= 95.0:  # the table's own metric (CER or WER): hardly a unit right
+        return f"{metric.upper()} {rate:.1f}%"
     return None
 
 
@@ -75,7 +75,7 @@ def write_results(
         "num_utts": len(results), "cer": cer.total.rate, "wer": wer.total.rate, "cer_macro": cer.macro_average,
         "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
         "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
-        "collapsed": collapse_reason(hyps, cer.total.rate),
+        "collapsed": collapse_reason(hyps, (cer if metric == "cer" else wer).total.rate, metric),
         **(extra or {}),
     }
     atomic_write_text(out_dir / f"summary-{suffix}.json", json.dumps(summary, indent=2))
