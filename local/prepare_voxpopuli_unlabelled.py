@@ -21,7 +21,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.qa import validate_recordings_and_supervisions
 
-from icefall_ext.data.corpus_check import BadItems, Item, probe_audio
+from icefall_ext.data.corpus_check import BadItems, Item, open_recording
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +43,15 @@ def find_unlabelled_root(corpus_dir: Path) -> Path:
 def read_recording(path: Path, check_decode: bool) -> Tuple[str, Optional[Recording], str]:
     """(id, recording, "") of ``path``, or (id, None, reason) if it cannot be read (the shared corpus check)."""
     recording_id = path.stem
-    reason = probe_audio(path)
-    if reason is None:
+    recording, reason = open_recording(path, recording_id)
+    if recording is not None and check_decode:
         try:
-            recording = Recording.from_file(path, recording_id=recording_id)
-            if check_decode:
-                samples = recording.load_audio()
-                if samples.shape[-1] != recording.num_samples:
-                    raise ValueError(f"decoded {samples.shape[-1]} samples, header says {recording.num_samples}")
-            return recording_id, recording, ""
+            samples = recording.load_audio()
+            if samples.shape[-1] != recording.num_samples:
+                raise ValueError(f"decoded {samples.shape[-1]} samples, header says {recording.num_samples}")
         except Exception as error:  # noqa: BLE001 - any decoder failure means the file is unusable
-            reason = f"unreadable: {type(error).__name__}: {error}".splitlines()[0][:300]
-    return recording_id, None, reason
+            recording, reason = None, f"unreadable: {type(error).__name__}: {error}".splitlines()[0][:300]
+    return recording_id, recording, reason or ""
 
 
 def prepare_language(

@@ -71,24 +71,27 @@ class BadItems:
             logger.warning("%s: ... and %d more (see bad_items_%s.tsv)", name, len(self.bad) - max_lines, name)
 
 
-def probe_audio(path: Path) -> Optional[str]:
-    """Why ``path`` cannot be a recording (missing, empty, unreadable header, no samples), or None if it can.
-
-    The header is read with lhotse's ``Recording.from_file``, which is what lhotse's recipes call.
-    """
+def open_recording(path: Path, recording_id: Optional[str] = None):
+    """``(Recording, None)`` for a usable audio file, or ``(None, reason)``: missing, empty, unreadable header,
+    no samples. The header is read with lhotse's ``Recording.from_file``, which is what lhotse's recipes call."""
     from lhotse import Recording
 
     try:
         if not os.path.isfile(path):
-            return "missing file"
+            return None, "missing file"
         if os.path.getsize(path) == 0:
-            return "empty file"
-        recording = Recording.from_file(path)
+            return None, "empty file"
+        recording = Recording.from_file(path, recording_id=recording_id)
     except Exception as error:  # noqa: BLE001 - any reader failure makes the file unusable
-        return f"unreadable: {type(error).__name__}: {error}".splitlines()[0][:300]
+        return None, f"unreadable: {type(error).__name__}: {error}".splitlines()[0][:300]
     if recording.num_samples <= 0:
-        return "no audio samples"
-    return None
+        return None, "no audio samples"
+    return recording, None
+
+
+def probe_audio(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a recording (see :func:`open_recording`), or None if it can."""
+    return open_recording(path)[1]
 
 
 def probe_all(paths: Iterable[Path], num_jobs: int = 4) -> Dict[Path, Optional[str]]:
