@@ -12,12 +12,18 @@ Layouts (read unchanged by lhotse's own preparation functions):
   the official scripts download; copy it into lhotse's output dir before calling
   ``prepare_voxpopuli(task="asr")``); unlabelled segments as written by the official
   ``get_unlabelled_data``: ``unlabelled_data/<lang>/<year>/<event>_<lang>_<n>.ogg``
-  (15-35 s, read by ``local/prepare_voxpopuli_unlabelled.py``); LM text
+  (8-35 s, most 10-30 s, read by ``local/prepare_voxpopuli_unlabelled.py``); LM text
   ``lm_data/<lang>/sentences.txt``. Extra: ``unlabelled_data/<lang>/reference_transcripts.tsv``
   (what the unlabelled audio says, to score pseudo-labels).
 * ``librispeech``: ``LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac``
   (16 kHz) with ``<spk>-<chapter>.trans.txt`` -> ``prepare_librispeech``; LM text
-  ``librispeech-lm-norm.txt``.
+  ``librispeech-lm-norm.txt``. Training utterances last 1-8 s; dev/test utterances are
+  sentences of one speaker read in a row, in all four duration buckets of the paper's
+  Table 5 (<10, 10-15, 15-20, >20 s).
+
+Text (``mini_corpus_text``): real sentences from the Debian fortunes packages for en, de,
+es, it and ru, each sentence in one of train/dev/test so that dev/test transcripts are
+never in a training clip or an LM text; Zipf-sampled words for fr and el.
 
 Every layout also gets ``mini_speakers_<layout>.tsv`` (speaker -> espeak-ng voice,
 pitch, speed, split). A speaker is one voice/pitch/speed combination; train, dev and
@@ -55,6 +61,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mini_corpus_text import (  # noqa: E402
+    CHARS_PER_SECOND_AT_175,
     TextSource,
     librispeech_text,
     normalised_text,
@@ -66,14 +73,12 @@ from mini_corpus_text import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("commonvoice", "voxpopuli", "librispeech")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: real sentences (fortunes), long LibriSpeech dev/test, 10-30 s unlabelled audio
 
 # Durations in seconds. Labelled speech is fitted 10 ms inside 1-8 s so that
 # annotation times rounded to milliseconds still describe a 1-8 s segment.
 LABELLED_RANGE = (1.01, 7.99)
-UNLABELLED_RANGE = (15.0, 35.0)
-# espeak-ng says about 15 characters per second at -s 175 in every language used here.
-CHARS_PER_SECOND_AT_175 = 15.0
+UNLABELLED_RANGE = (8.0, 35.0)  # most real unlabelled VoxPopuli segments last 10-30 s
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ class SegmentSpec:
     target_duration: float
     duration_range: Tuple[float, float]
     pause_before: float = 0.0
+    whole: int = 0  # > 0: speak exactly these first words (whole sentences) if they fit the range
 
 
 @dataclass(frozen=True)
@@ -255,9 +261,14 @@ def initial_word_count(words: Sequence[str], speed: int, target: float) -> int:
 
 
 def render_segment(segment: SegmentSpec, sample_rate: int) -> Tuple[int, np.ndarray]:
-    """Speak a prefix of the candidate words, aiming at the target, inside the duration range."""
+    """Speak the whole sentences of the segment if they fit the duration range, else a prefix of the
+    candidate words aimed at the target duration."""
     low, high = segment.duration_range
     target, most = segment.target_duration, len(segment.words)
+    if segment.whole:
+        audio = synthesise(" ".join(segment.words[: segment.whole]), segment.speaker, sample_rate)
+        if low <= len(audio) / sample_rate <= high:
+            return segment.whole, audio
     count = initial_word_count(segment.words, segment.speaker.speed, target)
     for attempt in range(20):
         audio = synthesise(" ".join(segment.words[:count]), segment.speaker, sample_rate)
@@ -336,14 +347,33 @@ def render_all(out_dir: Path, clips: Sequence[ClipSpec], num_jobs: int, desc: st
         return list(progress(pool.imap(work, clips, chunksize=4)))
 
 
-def labelled_segment(rng: random.Random, text: TextSource, speaker: Speaker, **kwargs) -> SegmentSpec:
+def labelled_segment(
+    rng: random.Random, text: TextSource, speaker: Speaker, split: str, **kwargs
+) -> SegmentSpec:
+    """A 1-8 s utterance: one real sentence of ``split``'s held-out text where the language has them."""
+    words, whole = text.utterance(rng, split)
     return SegmentSpec(
         speaker=speaker,
-        words=text.words(rng, 40),
+        words=words,
         target_duration=rng.uniform(1.5, 7.0),
         duration_range=LABELLED_RANGE,
+        whole=whole,
         **kwargs,
     )
+
+
+# LibriSpeech dev/test: (probability, target seconds) of the four duration buckets of the paper's Table 5
+# (<10, 10-15, 15-20, >20 s), each utterance several sentences of one speaker read in a row.
+LS_EVAL_BUCKETS = ((0.4, (2.0, 9.0)), (0.2, (11.0, 14.0)), (0.2, (16.0, 19.0)), (0.2, (21.5, 30.0)))
+LS_EVAL_RANGE = (1.0, 35.0)
+
+
+def long_form_segment(rng: random.Random, text: TextSource, speaker: Speaker, split: str) -> SegmentSpec:
+    """Sentences in a row lasting one of :data:`LS_EVAL_BUCKETS`' durations."""
+    (low, high), = rng.choices([b for _, b in LS_EVAL_BUCKETS], weights=[p for p, _ in LS_EVAL_BUCKETS])
+    target = rng.uniform(low, high)
+    words = text.sentences_in_a_row(rng, split, target * speaker.speed / 175.0)
+    return SegmentSpec(speaker, words, target, LS_EVAL_RANGE, whole=len(words))
 
 
 def hex_client_id(language: str) -> Callable[[str, int, int], str]:
@@ -429,7 +459,7 @@ def plan_commonvoice(seed: int, scale: float) -> Tuple[List[CvClip], List[Speake
             )
             all_speakers += speakers
             for _ in range(count):
-                segment = labelled_segment(rng, text, rng.choice(speakers))
+                segment = labelled_segment(rng, text, rng.choice(speakers), split)
                 path = f"{language}/clips/common_voice_{language}_{next(number)}.mp3"
                 spec = ClipSpec(path, 48000, "mp3", (segment,))
                 clips.append(CvClip(spec, language, split, final_period=rng.random() < 0.6))
@@ -536,7 +566,7 @@ def plan_voxpopuli(seed: int, scale: float) -> Tuple[List[VpSession], List[VpUnl
                 remaining -= size
                 segments = tuple(
                     labelled_segment(
-                        rng, text, rng.choice(speakers),
+                        rng, text, rng.choice(speakers), split,
                         pause_before=rng.uniform(1.0, 3.0) if i == 0 else rng.uniform(0.3, 1.5),
                     )
                     for i in range(size)
@@ -563,7 +593,7 @@ def plan_voxpopuli(seed: int, scale: float) -> Tuple[List[VpSession], List[VpUnl
                 segment = SegmentSpec(
                     speaker=rng.choice(speakers),
                     words=text.passage(rng, 150),
-                    target_duration=rng.uniform(18.0, 32.0),
+                    target_duration=rng.uniform(10.0, 30.0),
                     duration_range=UNLABELLED_RANGE,
                 )
                 path = f"unlabelled_data/{language}/{date[:4]}/{event_id}_{segment_no}.ogg"
@@ -647,7 +677,10 @@ def plan_librispeech(seed: int, scale: float) -> Tuple[List[LsUtterance], List[S
             utterance_id = f"{speaker.id}-{chapter}-{next_index[speaker.id, chapter]:04d}"
             next_index[speaker.id, chapter] += 1
             path = f"LibriSpeech/{split}/{speaker.id}/{chapter}/{utterance_id}.flac"
-            segment = labelled_segment(rng, text, speaker)
+            if split.startswith("train"):
+                segment = labelled_segment(rng, text, speaker, "train")
+            else:  # dev-clean, dev-other -> held-out dev text; test-* -> held-out test text
+                segment = long_form_segment(rng, text, speaker, split.split("-")[0])
             utterances.append(LsUtterance(ClipSpec(path, 16000, "flac", (segment,)), split, utterance_id))
     return utterances, all_speakers
 

@@ -5,8 +5,8 @@
 #
 # torch: an already-installed torch (e.g. a CUDA build) is kept as it is. Otherwise torch==$TORCH_VERSION is
 # installed; on a CPU-only machine pass e.g. PIP_EXTRA_INDEX_URL for a CPU wheel index if your pip would pull CUDA.
-# System packages (espeak-ng for the mini corpus, sox/ffmpeg for audio) are installed with apt-get when missing
-# and we are root (or sudo works); otherwise a clear message says what to install.
+# System packages (espeak-ng and the fortunes text packages for the mini corpus, ffmpeg for audio) are installed
+# with apt-get when missing and we are root (or sudo works); otherwise a clear message says what to install.
 set -euo pipefail
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 PYTHON=${PYTHON:-python3}
@@ -16,6 +16,10 @@ log() { echo "[install] $*"; }
 
 missing=()
 for bin in espeak-ng ffmpeg; do command -v "$bin" >/dev/null 2>&1 || missing+=("$bin"); done
+# real sentences for the mini corpus (local/mini_corpus_text.py): English, German, Spanish, Italian, Russian
+fortunes=${FORTUNES_DIR:-/usr/share/games/fortunes}
+[ -f "$fortunes/fortunes" ] || missing+=(fortunes)
+for l in de es it ru; do [ -d "$fortunes/$l" ] || missing+=("fortunes-$l"); done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_="sudo"
