@@ -3,7 +3,9 @@
 LibriSpeech transfer, sherpa-onnx decode) and plot validation CER against updates.
 
 Tables follow the shape of Lugosch et al. 2022: Tables 2/3 (CER per model, averaged over all languages and over
-the languages with unlabelled data), Table 4 (LibriSpeech transfer) and Table 5 (WER by utterance duration).
+the languages with unlabelled data), Table 4 (LibriSpeech transfer), Table 5 (WER by utterance duration) and
+Fig. 6 (validation CER of one low-resource language: supervised fine-tuning vs slimIPL with a cropping warm-up vs
+slimIPL cropping throughout); then the wall time of each stage, as the recipe recorded it.
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ def cer_table(exp: Path, split: str, languages: List[str], unlabelled: List[str]
                                       + [fmt(v) for v in vals]) + " |")
     own = {l: load(exp / f"slimipl-{l}" / "decode" / f"summary-{split}-ctc-greedy.json") for l in unlabelled}
     if any(own.values()):
-        per = {l: (s["per_language_cer"].get(l) if s else None) for l, s in own.items()}
+        # one model per language: a model that did not learn gets the marker in its own cell, outside the average
+        per = {l: (s["per_language_cer"].get(l) if s and not s.get("collapsed") else None) for l, s in own.items()}
+        cells = [NOT_CONVERGED if own.get(l) and own[l].get("collapsed") else fmt(per.get(l)) for l in languages]
         rows.append("| " + " | ".join(["Per-language slimIPL models (each on its own language)", "-",
-                                        fmt(mean(list(per.values())))] + [fmt(per.get(l)) for l in languages]) + " |")
+                                        fmt(mean(list(per.values())))] + cells) + " |")
     return rows
 
 
@@ -104,30 +108,95 @@ def librispeech_tables(exp: Path) -> List[str]:
     return out
 
 
-def plot(exp: Path, out: Path) -> bool:
+FIG6_ARMS = [
+    ("fig6-{l}-supervised", "supervised fine-tuning only"),
+    ("slimipl-{l}", "slimIPL, cropping warm-up"),
+    ("fig6-{l}-always-crop", "slimIPL, cropping throughout"),
+]
+
+
+def validation_points(path: Path, language: str, offset: int = 0) -> List[tuple]:
+    """(update + offset, CER of ``language``) of each validation in a run's valid.jsonl."""
+    if not path.is_file():
+        return []
+    points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(p["update"] + offset, p.get("per_language", {}).get(language, p["cer"])) for p in points]
+
+
+def fig6_curves(exp: Path, language: str) -> Dict[str, List[tuple]]:
+    """Each Fig. 6 arm's curve, starting from the fine-tuned model all arms start from (x = updates since the
+    base model)."""
+    start = validation_points(exp / f"ft-{language}" / "valid.jsonl", language)[-1:]
+    offset = start[0][0] if start else 0
+    curves = {}
+    for name, desc in FIG6_ARMS:
+        points = validation_points(exp / name.format(l=language) / "valid.jsonl", language, offset)
+        if points:
+            curves[desc] = start + points
+    return curves
+
+
+def fig6_section(exp: Path, language: str, plot_path: Path) -> List[str]:
+    curves = fig6_curves(exp, language)
+    if not curves:
+        return []
+    xs = sorted({x for points in curves.values() for x, _ in points})
+    out = [f"## Fig. 6: validation CER (%) of {language} against updates", "",
+           f"All three arms continue the same model (the base fine-tuned on {language}); updates are counted from "
+           "the base model, and slimIPL's updates include its unlabelled ones.", "",
+           "| arm | " + " | ".join(str(x) for x in xs) + " |", "|---|" + "---|" * len(xs)]
+    for desc, points in curves.items():
+        by_x = dict(points)
+        out.append(f"| {desc} | " + " | ".join(fmt(by_x.get(x)) for x in xs) + " |")
+    if draw(curves, plot_path, f"validation CER of {language} (%)", "updates since the base model"):
+        out += ["", f"![Fig. 6]({os.path.basename(plot_path)})"]
+    return out + [""]
+
+
+def stage_time_section(path: Path) -> List[str]:
+    if not path.is_file():
+        return []
+    rows = [line.split("\t", 2) for line in path.read_text().splitlines() if line.strip()]
+    total = sum(int(seconds) for _, seconds, _ in rows)
+    clock = lambda s: f"{int(s) // 60}:{int(s) % 60:02d}"  # noqa: E731
+    return ["## Wall time of each stage", "",
+            "Recorded by the recipe (utils/stage.sh) for the latest run of each stage; stage 10 (this report) "
+            "is not included.", "",
+            "| stage | what | wall time (min:s) |", "|---|---|---|",
+            *[f"| {n} | {desc} | {clock(seconds)} |" for n, seconds, desc in rows],
+            f"| | total | {clock(total)} |", ""]
+
+
+def draw(curves: Dict[str, List[tuple]], out: Path, ylabel: str, xlabel: str) -> bool:
+    """Line plot of named (x, y) curves into ``out``; False when there is nothing to draw."""
+    if not curves:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    drawn = False
-    for name, desc in MODELS:
-        f = exp / name / "valid.jsonl"
-        if not f.is_file():
-            continue
-        pts = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
-        ax.plot([p["update"] for p in pts], [p["cer_macro"] for p in pts], marker="o", label=desc.split(":")[0])
-        drawn = True
-    if not drawn:
-        return False
-    ax.set_xlabel("updates (of each run)")
-    ax.set_ylabel("validation CER, macro average over languages (%)")
+    for label, points in curves.items():
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+    plt.close(fig)
     return True
+
+
+def plot(exp: Path, out: Path) -> bool:
+    curves = {}
+    for name, desc in MODELS:
+        f = exp / name / "valid.jsonl"
+        if f.is_file():
+            pts = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+            curves[desc.split(":")[0]] = [(p["update"], p["cer_macro"]) for p in pts]
+    return draw(curves, out, "validation CER, macro average over languages (%)", "updates (of each run)")
 
 
 def main() -> None:
@@ -139,6 +208,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--plot", type=Path, required=True)
     p.add_argument("--command", required=True, help="the command that produced these results")
+    p.add_argument("--fig6-language", default="", help="the language of the Fig. 6 arms ('' = none)")
+    p.add_argument("--stage-times", type=Path, default=Path("stage_times.tsv"), help="utils/stage.sh's table")
     a = p.parse_args()
 
     lines = [
@@ -162,6 +233,9 @@ def main() -> None:
                   f"{fmt(sherpa.get('cer'))}% (PyTorch greedy: {fmt(torch_s['cer'] if torch_s else None)}%).", ""]
     if plot(a.exp, a.plot):
         lines += ["## Validation CER against updates", "", f"![validation CER]({os.path.basename(a.plot)})", ""]
+    if a.fig6_language:
+        lines += fig6_section(a.exp, a.fig6_language, a.plot.with_name(f"results_fig6_{a.fig6_language}.png"))
+    lines += stage_time_section(a.stage_times)
     a.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {a.out}")
 

@@ -89,6 +89,22 @@ def test_stages_skip_when_done_and_rerun_after_failure(recipe):
     assert (out / "ran").read_text().split() == ["run1", "run2", "run2"]
 
 
+def test_stage_wall_times_are_recorded_for_stages_that_ran(recipe):
+    out = recipe.parent / "out"
+    table = recipe.parent / "stage_times.tsv"
+    r = run(recipe, "--stop-stage", "2", env={"FAIL": "1"})
+    assert r.returncode == 3
+    rows = [line.split("\t") for line in table.read_text().splitlines()]
+    assert [(n, d) for n, _, d in rows] == [("1", "First")]  # the failed stage 2 is not recorded
+    (out / "input.txt").write_text("x")
+    r = run(recipe)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("\t") for line in table.read_text().splitlines()]
+    assert [n for n, _, _ in rows] == ["1", "2", "3"]  # stage 1 skipped this time: its row is kept
+    assert all(int(seconds) >= 0 for _, seconds, _ in rows)
+    assert rows[1][2] == "Second (fails when FAIL is set)"
+
+
 def test_stage_range_and_missing_input(recipe):
     out = recipe.parent / "out"
     r = run(recipe, "--stage", "3", "--stop-stage", "3")

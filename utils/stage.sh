@@ -10,6 +10,10 @@
 # the done marker (if given) does not exist yet; a finished stage prints that it is skipped.
 # Done markers are written last (mark_done), so a stage that failed half-way runs again.
 #
+# Wall time: a stage that runs lasts until the next stage starts or the script exits; when it succeeds, its
+# seconds go into the table $stage_times (default stage_times.tsv in the directory the recipe is in when the
+# stage ends, i.e. its work dir): "stage<TAB>seconds<TAB>description", one row per stage, the latest run's.
+#
 # Paths given on the command line (or in a --config file) are relative to the directory the recipe is run from,
 # although run.sh then cd's into its work dir; so, right after sourcing this file and before the cd:
 #
@@ -41,8 +45,24 @@ stage() {
     log "Stage $n: $desc (skipped: done, remove $marker to redo)"
     return 1
   fi
+  _stage_close 0
   log "Stage $n: $desc"
+  _stage_open=$n _stage_desc=$desc _stage_t0=$(date +%s)
+  trap '_stage_close $?' EXIT
   return 0
+}
+
+_stage_close() {
+  # _stage_close STATUS : record the open stage's wall time in $stage_times when STATUS is 0.
+  local status=$1 table=${stage_times:-stage_times.tsv} seconds
+  [ -n "${_stage_open:-}" ] || return 0
+  if [ "$status" -eq 0 ]; then
+    seconds=$(( $(date +%s) - _stage_t0 ))
+    { [ -f "$table" ] && awk -F '\t' -v n="$_stage_open" '$1 != n' "$table"
+      printf '%s\t%s\t%s\n' "$_stage_open" "$seconds" "$_stage_desc"; } | sort -n > "$table.tmp"
+    mv "$table.tmp" "$table"
+  fi
+  _stage_open=
 }
 
 mark_done() {

@@ -12,14 +12,18 @@
 #   3  multilingual character table + LID language list; LibriSpeech character table and 4-gram LM
 #   4  base model: multilingual CTC + LID (loss = CTC + gamma * LID) on all CV languages pooled
 #   5  per language with unlabelled audio: fine-tune the base model on that language, then slimIPL
-#      (dynamic cache, lambda unlabelled updates per labelled one, cropping warm-up for long audio)
+#      (dynamic cache, lambda unlabelled updates per labelled one, cropping warm-up for long audio);
+#      for --fig6-language (Fig. 6), two more arms from the same fine-tuned model: supervised fine-tuning
+#      only, and slimIPL that crops throughout, all three validated every --fig6-valid-every updates
 #   6  final pseudo-labels from each language's slimIPL model, filtered and sharded
-#   7  final models: (a) base continued on CV + PL, (b) from scratch on CV + PL, (c) (b) fine-tuned on CV;
+#   7  final models: (a) base continued on CV + PL, (b) from scratch on CV + PL (as many updates as the base, at
+#      --scratch-lr, SpecAugment from --spec-aug-delay), (c) (b) fine-tuned on CV;
 #      control: slimIPL on all unlabelled audio pooled, without per-language fine-tuning
 #   8  evaluation: CER per language (greedy) for every model; LibriSpeech transfer (greedy, 4-gram LM with
 #      alpha/beta tuned on dev-clean, WER by utterance duration)
 #   9  export the final model to sherpa-onnx and decode the CV test set with sherpa-onnx
-#  10  RESULTS.md (tables in the shape of the paper's Tables 2-5) and the validation-CER plot
+#  10  RESULTS.md (tables in the shape of the paper's Tables 2-5, Fig. 6, the wall time of each stage) and the
+#      validation-CER plots
 #
 # Main options (real-data default / --mini default; all are --name value):
 #   --mini false            build and use the built-in mini corpus
@@ -31,6 +35,8 @@
 #   --base-updates, --ft-updates, --ipl-updates, --final-updates, --scratch-updates, --cv-ft-updates,
 #   --ls-updates            training lengths in updates (mini: sized for <= 30 min on 2 CPU cores)
 #   --cache-size 1000 / 6, --replace-prob 0.1, --lambda-unlabelled 10 / 2, --crop-updates, --crop-seconds 10
+#   --scratch-lr 0.015 / 0.03 (the paper lowers the from-scratch rate, 0.03 -> 0.01), --spec-aug-delay
+#   --fig6-language el, --fig6-valid-every 2000 / 10
 #   --max-pl-tokens 630, --pl-shards 64 / 2, --gamma-lid 1.0, --max-duration 600 / 40, --world-size 1,
 #   --spec-augment true / false, --dtype bfloat16 / float32, --lm-alphas, --lm-betas (LM weight / word bonus grid tuned on dev-clean)
 # Relative paths given as options (--work-dir, --corpus-dir, --cv-dir, --vp-dir, --ls-dir) are taken from the directory
@@ -82,6 +88,8 @@ spec_augment=
 lm_alphas=
 lm_betas=
 valid_every=
+fig6_language=el
+fig6_valid_every=
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
@@ -98,7 +106,7 @@ pick unlabelled_languages "en de fr es it el" "en de fr es it el"
 pick preset conformer-medium conformer-mini
 pick max_duration 600 40
 pick dtype bfloat16 float32
-pick base_updates 200000 1000
+pick base_updates 200000 600
 pick base_lr 0.045 0.045
 pick ft_updates 10000 20
 pick ft_lr 0.0045 0.01
@@ -107,17 +115,20 @@ pick ipl_lr 0.0045 0.01
 pick cache_size 1000 6
 pick lambda_unlabelled 10 2
 pick crop_updates 10000 10
-pick final_updates 100000 150
-pick scratch_updates 200000 150
-pick scratch_lr 0.045 0.045
+pick final_updates 100000 120
+# (b) starts from nothing too: the base's budget on real data; 1.5 times it on the mini corpus, where a third of its
+# batches are long pseudo-labelled utterances and from-scratch CTC leaves its blank-only phase later on them
+pick scratch_updates "$base_updates" $((base_updates * 3 / 2))
+pick scratch_lr 0.015 0.03
 pick spec_aug_delay 20000 50
 pick cv_ft_updates 20000 40
 pick pl_shards 64 2
 pick ls_updates 50000 150
 pick valid_every 5000 200
+pick fig6_valid_every 2000 10
 pick spec_augment true false  # on 2 CPU cores the mini runs are too short to learn through SpecAugment
-pick lm_alphas 0,0.25,0.5,0.75,1.0,1.5 0,0.5,1.0
-pick lm_betas 0,0.5,1.0,2.0 0,1.0
+pick lm_alphas 0,0.25,0.5,0.75,1.0,1.5 0,0.4,0.8,1.2
+pick lm_betas 0,1,2,4 0,2,4,6
 
 # every model here trains with ScaledAdam (Eden schedule from scratch, a constant rate when fine-tuning)
 train() { python -m icefall_ext.bin.train --seed "$seed" --world-size "$world_size" --dtype "$dtype" \
@@ -200,25 +211,42 @@ if stage 4 "Base model: multilingual CTC + LID" exp/base/.done; then
   mark_done exp/base/.done
 fi
 
+# slimIPL options shared by every slimIPL run (the cropping warm-up's length is set per run)
+slimipl() { train --slimipl-cache-size "$cache_size" --slimipl-replace-prob "$replace_prob" \
+  --slimipl-lambda "$lambda_unlabelled" --slimipl-crop-seconds "$crop_seconds" "$@"; }
+
 if stage 5 "Per-language fine-tuning, then slimIPL" exp/.done.slimipl; then
   for l in $unlabelled_languages; do
+    on_cv_l="--lang-dir $lang --train-cuts $fbank/cv-${l}_cuts_train.jsonl.gz --valid-cuts $fbank/cv-${l}_cuts_dev.jsonl.gz"
+    fig6=(); [ "$l" = "$fig6_language" ] && fig6=(--valid-every-n "$fig6_valid_every")
     if [ ! -f exp/ft-$l/.done ]; then
       log "fine-tune on $l"
-      train --exp-dir exp/ft-$l --lang-dir $lang --init-from exp/base --train-cuts $fbank/cv-${l}_cuts_train.jsonl.gz \
-        --valid-cuts $fbank/cv-${l}_cuts_dev.jsonl.gz --lid-scale "$gamma_lid" --lr "$ft_lr" --num-epochs 0 \
+      train --exp-dir exp/ft-$l $on_cv_l --init-from exp/base --lid-scale "$gamma_lid" --lr "$ft_lr" --num-epochs 0 \
         --max-updates "$ft_updates" --scheduler constant --warmup-updates 1
       mark_done exp/ft-$l/.done
     fi
     if [ ! -f exp/slimipl-$l/.done ]; then
       log "slimIPL on $l"
-      train --exp-dir exp/slimipl-$l --lang-dir $lang --init-from exp/ft-$l \
-        --train-cuts $fbank/cv-${l}_cuts_train.jsonl.gz --valid-cuts $fbank/cv-${l}_cuts_dev.jsonl.gz \
+      slimipl --exp-dir exp/slimipl-$l $on_cv_l --init-from exp/ft-$l \
         --unlabelled-cuts $fbank/voxpopuli-unlabelled_cuts_$l.jsonl.gz --lid-scale "$gamma_lid" --lr "$ipl_lr" \
         --num-epochs 0 --max-updates "$ipl_updates" --scheduler constant --warmup-updates 1 \
-        --slimipl-cache-size "$cache_size" --slimipl-replace-prob "$replace_prob" \
-        --slimipl-lambda "$lambda_unlabelled" --slimipl-crop-updates "$crop_updates" \
-        --slimipl-crop-seconds "$crop_seconds"
+        --slimipl-crop-updates "$crop_updates" ${fig6[@]+"${fig6[@]}"}
       mark_done exp/slimipl-$l/.done
+    fi
+    [ "$l" = "$fig6_language" ] || continue
+    # Fig. 6: from the same fine-tuned model, as many updates of supervised fine-tuning only, and of slimIPL
+    # whose pseudo-labels come from crops throughout (no switch to whole utterances)
+    if [ ! -f exp/fig6-$l-supervised/.done ]; then
+      train --exp-dir exp/fig6-$l-supervised $on_cv_l --init-from exp/ft-$l --lid-scale "$gamma_lid" \
+        --lr "$ipl_lr" --num-epochs 0 --max-updates "$ipl_updates" --scheduler constant --warmup-updates 1 "${fig6[@]}"
+      mark_done exp/fig6-$l-supervised/.done
+    fi
+    if [ ! -f exp/fig6-$l-always-crop/.done ]; then
+      slimipl --exp-dir exp/fig6-$l-always-crop $on_cv_l --init-from exp/ft-$l \
+        --unlabelled-cuts $fbank/voxpopuli-unlabelled_cuts_$l.jsonl.gz --lid-scale "$gamma_lid" --lr "$ipl_lr" \
+        --num-epochs 0 --max-updates "$ipl_updates" --scheduler constant --warmup-updates 1 \
+        --slimipl-crop-updates "$ipl_updates" "${fig6[@]}"
+      mark_done exp/fig6-$l-always-crop/.done
     fi
   done
   mark_done exp/.done.slimipl
@@ -257,12 +285,10 @@ if stage 7 "Final models and the pooled-slimIPL control" exp/.done.final; then
     mark_done exp/final-scratch-ft/.done
   fi
   if [ ! -f exp/pooled-slimipl/.done ]; then
-    train --exp-dir exp/pooled-slimipl --lang-dir $lang --init-from exp/base --train-cuts $(cv_train) \
+    slimipl --exp-dir exp/pooled-slimipl --lang-dir $lang --init-from exp/base --train-cuts $(cv_train) \
       --valid-cuts $fbank/cv_cuts_dev.jsonl.gz --unlabelled-cuts $(vp_unlabelled) --lid-scale "$gamma_lid" \
       --lr "$ipl_lr" --num-epochs 0 --max-updates "$final_updates" --scheduler constant --warmup-updates 1 \
-      --slimipl-cache-size "$cache_size" --slimipl-replace-prob "$replace_prob" \
-      --slimipl-lambda "$lambda_unlabelled" --slimipl-crop-updates "$crop_updates" \
-      --slimipl-crop-seconds "$crop_seconds"
+      --slimipl-crop-updates "$crop_updates"
     mark_done exp/pooled-slimipl/.done
   fi
   if [ ! -f data/pl-pooled/.done ]; then
@@ -309,6 +335,7 @@ fi
 if stage 10 "RESULTS.md and plot" ""; then
   python "$root/local/report_pseudo_labeling.py" --exp exp --data data --languages $languages \
     --unlabelled-languages $unlabelled_languages --out RESULTS.md --plot results_valid_cer.png \
+    --fig6-language "$fig6_language" --stage-times stage_times.tsv \
     --command "egs/commonvoice_voxpopuli/run.sh --mini $mini"
 fi
 
