@@ -165,16 +165,26 @@ def test_wide_fused_search_maximises_the_fused_objective(char_lm, alpha, beta):
 
 
 def reference_fused_beam(log_probs, beam, lm, alpha, beta):
-    """Textbook prefix beam search whose ranking rescores every prefix's closed words from its text."""
+    """Textbook prefix beam search whose ranking rescores every prefix's closed words from its text, plus the
+    out-of-vocabulary look-ahead on its open word."""
     NEG = -math.inf
 
     def closed_words(prefix):
         text = "".join(CHAR_TABLE[k] for k in prefix).replace("▁", " ")
         return [w for w in text.split(" ")[:-1] if w]
 
+    vocabulary = [w for w in lm.vocab if w not in ("<s>", "</s>", "<unk>")]
+
+    def open_word(prefix):
+        return "".join(CHAR_TABLE[k] for k in prefix).replace("▁", " ").split(" ")[-1]
+
     def rank(prefix, am):
         words = closed_words(prefix)
-        return am + alpha * lm.sentence_logprob(words, eos=False) + beta * len(words)
+        word = open_word(prefix)
+        # an open word that no vocabulary word starts with is charged <unk>'s unigram log-prob right away
+        oov = 0.0 if not word or any(v.startswith(word) for v in vocabulary) else lm.sentence_logprob(
+            ["<unk>"], bos=False, eos=False)
+        return am + alpha * (lm.sentence_logprob(words, eos=False) + oov) + beta * len(words)
 
     beams = {(): (0.0, NEG)}
     for frame in log_probs.double().tolist():

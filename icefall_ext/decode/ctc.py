@@ -4,6 +4,12 @@ The fused search ranks prefixes by ``log p(y|x) + alpha * log p_LM(words) + beta
 2022, "Pseudo-labeling for massively multilingual speech recognition"). A word is scored by the LM when it is
 closed, i.e. when a token starting with the word separator ``▁`` follows it or the utterance ends; ``</s>``
 is scored at the end.
+
+Out-of-vocabulary look-ahead: while a word is still open, a prefix whose open word is no longer the beginning of
+any word of the LM's vocabulary is ranked as if that word were already scored as ``<unk>`` (its unigram
+log-prob). Without it, a prefix that never closes its misspelt words (drops the spaces) postpones every ``<unk>``
+cost to the end and crowds out the spaced hypotheses: with a weak acoustic model, the LM then glues words
+together instead of fixing them. Finished hypotheses are scored exactly as above.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from icefall_ext.decode.ngram import EOS, LmState, NgramLm
+from icefall_ext.decode.ngram import EOS, UNK, LmState, NgramLm
 
 WORD_SEPARATOR = "▁"
 _NEG_INF = float("-inf")
@@ -86,6 +92,8 @@ class _WordFusion:
         self.pieces, self.starts_word = _token_pieces(token_table)
         self.alpha = alpha
         self.beta = beta
+        self.word_prefixes = lm.word_prefixes()
+        self.oov_logprob = lm.score(UNK, ())[0]
 
     def initial(self) -> _WordContext:
         return _WordContext(self.lm.begin_state(bos=True), "", 0.0, 0)
@@ -108,12 +116,23 @@ class _WordFusion:
         logprob, state = self.lm.score(EOS, ctx.lm_state)
         return _WordContext(state, "", ctx.lm_logprob + logprob, ctx.num_words)
 
-    def bonus(self, ctx: _WordContext) -> float:
+    def base(self, ctx: _WordContext) -> float:
+        """alpha * LM log-prob of the closed words + beta * their number."""
         return self.alpha * ctx.lm_logprob + self.beta * ctx.num_words
 
-    def closing_bonus(self, ctx: _WordContext) -> float:
-        """The bonus once the open word (if any) is closed by a token that starts a new word."""
-        return self.bonus(self._close_word(ctx))
+    def open_word_cost(self, open_word: str) -> float:
+        """The out-of-vocabulary look-ahead of an open word (0 while some vocabulary word starts with it)."""
+        return 0.0 if not open_word or open_word in self.word_prefixes else self.alpha * self.oov_logprob
+
+    def bonus(self, ctx: _WordContext) -> float:
+        """The rank a prefix gets on top of its acoustic score."""
+        return self.base(ctx) + self.open_word_cost(ctx.open_word)
+
+    def extension_bonus(self, ctx: _WordContext, token: int, open_base: float, closed_base: float) -> float:
+        """The bonus of ``ctx`` extended by ``token``, given ``base(ctx)`` and ``base`` of ctx with its word closed."""
+        if self.starts_word[token]:
+            return closed_base + self.open_word_cost(self.pieces[token])
+        return open_base + self.open_word_cost(ctx.open_word + self.pieces[token])
 
 
 def _frame_candidates(
@@ -157,7 +176,9 @@ def _prefix_beam_search_one(
             entry[0] = _logaddexp(entry[0], p_total + blank_lp)
             bonus = next_bonuses[prefix] = bonuses[prefix]
             if fusion is not None:
-                closing_bonus = fusion.closing_bonus(contexts[prefix])
+                ctx = contexts[prefix]
+                open_base = fusion.base(ctx)
+                closed_base = fusion.base(fusion._close_word(ctx))
             last = prefix[-1] if prefix else None
             for token in frame_tokens:
                 token_lp = frame[token]
@@ -172,8 +193,9 @@ def _prefix_beam_search_one(
                 new_entry = next_beams.setdefault(extended, [_NEG_INF, _NEG_INF])
                 new_entry[1] = _logaddexp(new_entry[1], source + token_lp)
                 if extended not in next_bonuses:
-                    starts_word = fusion is not None and fusion.starts_word[token]
-                    next_bonuses[extended] = closing_bonus if starts_word else bonus
+                    next_bonuses[extended] = (
+                        bonus if fusion is None else fusion.extension_bonus(ctx, token, open_base, closed_base)
+                    )
         beams = dict(
             heapq.nlargest(beam, next_beams.items(), key=lambda kv: _logaddexp(*kv[1]) + next_bonuses[kv[0]])
         )
@@ -191,7 +213,7 @@ def _prefix_beam_search_one(
             hyps.append(CtcHypothesis(list(prefix), am, 0.0, 0, am))
         else:
             ctx = fusion.finish(contexts[prefix])
-            hyps.append(CtcHypothesis(list(prefix), am, ctx.lm_logprob, ctx.num_words, am + fusion.bonus(ctx)))
+            hyps.append(CtcHypothesis(list(prefix), am, ctx.lm_logprob, ctx.num_words, am + fusion.base(ctx)))
     hyps.sort(key=lambda h: h.score, reverse=True)
     return hyps
 

@@ -205,6 +205,13 @@ class NgramLm:
         logger.info("loaded %d-gram LM with %d n-grams from %s", order, len(probs), path)
         return cls(probs, backoffs, order)
 
+    def word_prefixes(self) -> frozenset:
+        """Every non-empty beginning of every vocabulary word (``<s>``, ``</s>`` and ``<unk>`` excluded)."""
+        if not hasattr(self, "_word_prefixes"):
+            words = self.vocab - {BOS, EOS, UNK}
+            self._word_prefixes = frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+        return self._word_prefixes
+
     def begin_state(self, bos: bool = True) -> LmState:
         """The state before the first word: after ``<s>`` or with no context at all."""
         return (BOS,) if bos and self.order > 1 else ()
