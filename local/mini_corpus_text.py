@@ -27,7 +27,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple, Union
 
 import wordfreq
 
@@ -127,6 +127,15 @@ class ZipfSampler:
 SPLITS = ("train", "dev", "test")
 
 
+def join_sentences(next_sentence: Callable[[], Sequence[str]], enough: Callable[[List[str]], bool]) -> Tuple[str, ...]:
+    """Words of sentences drawn one after the other, the last word of each closed by a period, until ``enough``."""
+    words: List[str] = []
+    while not enough(words):
+        sentence = list(next_sentence())
+        words += sentence[:-1] + [sentence[-1] + "."]
+    return tuple(words)
+
+
 class WordSource:
     """Zipf-distributed word sequences from one language's vocabulary (no held-out text: every split alike)."""
 
@@ -148,11 +157,7 @@ class WordSource:
 
     def passage(self, rng: random.Random, count: int, split: str = "train") -> Tuple[str, ...]:
         """At least ``count`` words in sentences of 5-15 words, each closed by a period."""
-        words: List[str] = []
-        while len(words) < count:
-            sentence = self.sampler.sample(rng, rng.randint(5, 15))
-            words += sentence[:-1] + [sentence[-1] + "."]
-        return tuple(words)
+        return join_sentences(lambda: self.sampler.sample(rng, rng.randint(5, 15)), lambda w: len(w) >= count)
 
     def lm_sentences(
         self, rng: random.Random, count: int, exclude: Iterable[Tuple[str, ...]]
@@ -259,19 +264,12 @@ class SentenceSource:
 
     def sentences_in_a_row(self, rng: random.Random, split: str, seconds: float) -> Tuple[str, ...]:
         """Whole sentences (last word of each ending in ".") that espeak-ng reads in about ``seconds`` at -s 175."""
-        words: List[str] = []
-        while len(" ".join(words)) < seconds * CHARS_PER_SECOND_AT_175:
-            sentence = list(self._draw(rng, split, short=False))
-            words += sentence[:-1] + [sentence[-1] + "."]
-        return tuple(words)
+        return join_sentences(lambda: self._draw(rng, split, short=False),
+                                  lambda w: len(" ".join(w)) >= seconds * CHARS_PER_SECOND_AT_175)
 
     def passage(self, rng: random.Random, count: int, split: str = "train") -> Tuple[str, ...]:
         """At least ``count`` words of sentences in a row, each closed by a period."""
-        words: List[str] = []
-        while len(words) < count:
-            sentence = list(self._draw(rng, split, short=False))
-            words += sentence[:-1] + [sentence[-1] + "."]
-        return tuple(words)
+        return join_sentences(lambda: self._draw(rng, split, short=False), lambda w: len(w) >= count)
 
     def lm_sentences(
         self, rng: random.Random, count: int, exclude: Iterable[Tuple[str, ...]]
