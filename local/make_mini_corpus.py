@@ -15,6 +15,12 @@ Layouts (read unchanged by lhotse's own preparation functions):
   (8-35 s, most 10-30 s, read by ``local/prepare_voxpopuli_unlabelled.py``); LM text
   ``lm_data/<lang>/sentences.txt``. Extra: ``unlabelled_data/<lang>/reference_transcripts.tsv``
   (what the unlabelled audio says, to score pseudo-labels).
+* ``fleurs``: ``fleurs/<code>/{train,dev,test}/<n>.wav`` (16 kHz) with the metadata TSVs
+  ``fleurs/metadata/<code>/<split>.tsv`` that lhotse's ``download_fleurs`` writes (7 columns, no header)
+  -> ``prepare_fleurs``; 11 languages from a few minutes (fi_fi, sv_se) to ~25 min (en_us) of labelled
+  training audio, each prompt read by 1-3 readers; an untranscribed pool ``unlabelled/<code>/*.wav``
+  (5-15 s, several times the labelled audio, every language alike) with
+  ``unlabelled/<code>/reference_transcripts.tsv`` (what it says, to score pseudo-labels).
 * ``librispeech``: ``LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac``
   (16 kHz) with ``<spk>-<chapter>.trans.txt`` -> ``prepare_librispeech``; LM text
   ``librispeech-lm-norm.txt``. Training utterances last 1-8 s; dev/test utterances are
@@ -72,7 +78,7 @@ from mini_corpus_text import (  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("commonvoice", "voxpopuli", "librispeech")
+LAYOUTS = ("commonvoice", "voxpopuli", "librispeech", "fleurs")
 FORMAT_VERSION = 2  # 2: real sentences (fortunes), long LibriSpeech dev/test, 10-30 s unlabelled audio
 
 # Durations in seconds. Labelled speech is fitted 10 ms inside 1-8 s so that
@@ -95,6 +101,12 @@ LANGUAGES: Dict[str, LanguageSpec] = {
     "it": LanguageSpec((("it", ""),), 0.25),
     "ru": LanguageSpec((("ru", ""),), 0.18),
     "el": LanguageSpec((("el", ""),), 0.125),
+    # FLEURS-only languages (their resource levels are FLEURS_LANGUAGES')
+    "pt": LanguageSpec((("pt-br", ""),), 0.0),
+    "nl": LanguageSpec((("nl", ""),), 0.0),
+    "pl": LanguageSpec((("pl", ""),), 0.0),
+    "sv": LanguageSpec((("sv", ""),), 0.0),
+    "fi": LanguageSpec((("fi", ""),), 0.0),
 }
 CV_LANGUAGES = ("en", "de", "fr", "es", "it", "ru", "el")
 # Real VoxPopuli has no Greek transcriptions (lhotse rejects "el" for task="asr"),
@@ -299,6 +311,8 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, codec: str) -> 
             path, audio, sample_rate, format="MP3", subtype="MPEG_LAYER_III",
             bitrate_mode="VARIABLE", compression_level=0.9,
         )
+    elif codec == "wav":
+        sf.write(path, audio, sample_rate, format="WAV", subtype="PCM_16")
     elif codec == "flac":
         sf.write(path, audio, sample_rate, format="FLAC", subtype="PCM_16")
     elif codec == "ogg":
@@ -709,12 +723,104 @@ def build_librispeech(out: Path, seed: int, scale: float, num_jobs: int) -> Summ
 
 
 # ---------------------------------------------------------------------------
+# FLEURS
+
+# FLEURS code -> (text language, labelled training audio relative to English)
+FLEURS_LANGUAGES: Dict[str, Tuple[str, float]] = {
+    "en_us": ("en", 1.0), "de_de": ("de", 0.7), "fr_fr": ("fr", 0.5), "es_419": ("es", 0.4),
+    "it_it": ("it", 0.3), "ru_ru": ("ru", 0.22), "pt_br": ("pt", 0.16), "nl_nl": ("nl", 0.12),
+    "pl_pl": ("pl", 0.09), "sv_se": ("sv", 0.06), "fi_fi": ("fi", 0.04),
+}
+FLEURS_TRAIN_PROMPTS = 150  # English; a prompt is read by 1-3 readers
+FLEURS_EVAL_PROMPTS = 15  # per language, for dev and for test (2 readers each)
+FLEURS_UNLABELLED = 150  # per language
+UNLABELLED_POOL_RANGE = (4.0, 16.0)
+
+
+@dataclass(frozen=True)
+class FleursClip:
+    spec: ClipSpec
+    code: str
+    split: str  # train, dev, test or unlabelled
+    prompt_id: int
+
+
+def plan_fleurs(seed: int, scale: float) -> Tuple[List[FleursClip], List[Speaker]]:
+    clips, all_speakers = [], []
+    file_number = itertools.count(1000000)
+    for code, (language, resource) in FLEURS_LANGUAGES.items():
+        text = text_source(language)
+        splits = (
+            ("train", TRAIN_VOICES, FLEURS_TRAIN_PROMPTS * resource, (1, 3)),
+            ("dev", DEV_VOICES, FLEURS_EVAL_PROMPTS, (2, 2)),
+            ("test", TEST_VOICES, FLEURS_EVAL_PROMPTS, (2, 2)),
+        )
+        prompt = itertools.count(1)  # prompt ids are shared by all languages, as FLEURS's n-way parallel ones
+        for split, pool, base_count, (low, high) in splits:
+            rng = rng_for(seed, "fleurs", code, split)
+            prompts = scaled(base_count, scale)
+            speakers = make_speakers(rng, language, split, pool, max(3, prompts // 4), numeric_ids(0))
+            all_speakers += speakers
+            for _ in range(prompts):
+                prompt_id = next(prompt)
+                words, whole = text.utterance(rng, split)
+                for reader in rng.sample(speakers, rng.randint(low, high)):
+                    segment = SegmentSpec(reader, words, rng.uniform(2.0, 7.0), LABELLED_RANGE, whole=whole)
+                    path = f"fleurs/{code}/{split}/{next(file_number)}.wav"
+                    clips.append(FleursClip(ClipSpec(path, 16000, "wav", (segment,)), code, split, prompt_id))
+        rng = rng_for(seed, "fleurs", code, "unlabelled")
+        speakers = make_speakers(rng, language, "unlabelled", UNLABELLED_VOICES, 6, numeric_ids(0))
+        all_speakers += speakers
+        for number in range(scaled(FLEURS_UNLABELLED, scale)):
+            segment = SegmentSpec(rng.choice(speakers), text.passage(rng, 60), rng.uniform(5.0, 15.0),
+                                  UNLABELLED_POOL_RANGE)
+            path = f"unlabelled/{code}/{code}_{number:05d}.wav"
+            clips.append(FleursClip(ClipSpec(path, 16000, "wav", (segment,)), code, "unlabelled", -1))
+    return clips, all_speakers
+
+
+def fleurs_chars(transcription: str) -> str:
+    """The "chars" column of lhotse's download_fleurs: letters space-separated, words closed by "|"."""
+    return " ".join("|".join(transcription.split())) + " |"
+
+
+def build_fleurs(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
+    clips, speakers = plan_fleurs(seed, scale)
+    results = render_all(out, [c.spec for c in clips], num_jobs, "fleurs")
+    summary: Summary = defaultdict(float)
+    rows: Dict[Tuple[str, str], list] = defaultdict(list)
+    for clip, result in zip(clips, results):
+        language = FLEURS_LANGUAGES[clip.code][0]
+        words = result.segments[0].words
+        summary[("fleurs", clip.code, clip.split)] += result.duration
+        name = Path(clip.spec.path).name
+        if clip.split == "unlabelled":
+            rows[clip.code, "unlabelled"].append((Path(name).stem, written_passage(words, language)))
+            continue
+        transcription = normalised_text(words)
+        gender = 1 if clip.spec.segments[0].speaker.gender == "female" else 0  # FLEURS: 0 male, 1 female
+        rows[clip.code, clip.split].append((
+            clip.prompt_id, name, written_sentence(words, language, final_period=True), transcription,
+            fleurs_chars(transcription), round(result.duration * 16000), gender,
+        ))
+    for (code, split), table in rows.items():
+        if split == "unlabelled":
+            write_table(out / "unlabelled" / code / "reference_transcripts.tsv", ("id", "text"), table)
+        else:
+            write_lines(out / "fleurs" / "metadata" / code / f"{split}.tsv",
+                        ["\t".join(str(v) for v in row) for row in table])
+    write_speakers(out / "mini_speakers_fleurs.tsv", speakers)
+    return summary
+
+
+# ---------------------------------------------------------------------------
 # Driver
 
 BUILDERS = {
     "commonvoice": build_commonvoice,
     "voxpopuli": build_voxpopuli,
     "librispeech": build_librispeech,
+    "fleurs": build_fleurs,
 }
 
 
@@ -724,6 +830,7 @@ def layout_outputs(out: Path, layout: str) -> List[Path]:
         "commonvoice": [out / language for language in CV_LANGUAGES],
         "voxpopuli": [out / d for d in ("raw_audios", "transcribed_data", "unlabelled_data", "lm_data")],
         "librispeech": [out / "LibriSpeech", out / "librispeech-lm-norm.txt"],
+        "fleurs": [out / "fleurs", out / "unlabelled"],
     }[layout]
     return own + [out / f"mini_speakers_{layout}.tsv"]
 

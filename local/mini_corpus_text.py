@@ -40,6 +40,11 @@ ALPHABETS: Dict[str, str] = {
     "it": _LATIN + "àèéìíîòóùú",
     "el": "αβγδεζηθικλμνξοπρστυφχψωςάέήίόύώϊϋΐΰ",
     "ru": "абвгдеёжзийклмнопрстуфхцчшщъыьэюя",
+    "pt": _LATIN + "áâãàçéêíóôõú",
+    "nl": _LATIN + "éëïöü",
+    "pl": _LATIN + "ąćęłńóśźż",
+    "sv": _LATIN + "åäö",
+    "fi": _LATIN + "äö",
 }
 
 # One-letter tokens that are words on their own; every other one-letter
@@ -52,6 +57,11 @@ SINGLE_LETTER_WORDS: Dict[str, frozenset] = {
     "it": frozenset({"e", "a", "è", "i", "o"}),
     "el": frozenset({"η", "ο", "ή"}),
     "ru": frozenset({"в", "и", "с", "я", "а", "о", "к", "у"}),
+    "pt": frozenset({"a", "e", "o", "é", "à"}),
+    "nl": frozenset(),
+    "pl": frozenset({"a", "i", "o", "u", "w", "z"}),
+    "sv": frozenset({"i", "å", "ö"}),
+    "fi": frozenset(),
 }
 
 # Pieces of elided words that the frequency lists store as separate tokens

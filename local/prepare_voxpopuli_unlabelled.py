@@ -14,79 +14,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Union
 
-from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
-from lhotse.qa import validate_recordings_and_supervisions
-
-from icefall_ext.data.corpus_check import BadItems, Item, open_recording
+from icefall_ext.data.unlabelled import UnlabelledManifests, prepare_unlabelled  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 Pathlike = Union[str, Path]
 
 
-class UnlabelledManifests(NamedTuple):
-    recordings: RecordingSet
-    supervisions: SupervisionSet
-    unreadable: List[str]  # ids of files that were skipped
-    report: Optional[BadItems] = None  # the same, with the reasons
-
-
 def find_unlabelled_root(corpus_dir: Path) -> Path:
     nested = corpus_dir / "unlabelled_data"
     return nested if nested.is_dir() else corpus_dir
-
-
-def read_recording(path: Path, check_decode: bool) -> Tuple[str, Optional[Recording], str]:
-    """(id, recording, "") of ``path``, or (id, None, reason) if it cannot be read (the shared corpus check)."""
-    recording_id = path.stem
-    recording, reason = open_recording(path, recording_id)
-    if recording is not None and check_decode:
-        try:
-            samples = recording.load_audio()
-            if samples.shape[-1] != recording.num_samples:
-                raise ValueError(f"decoded {samples.shape[-1]} samples, header says {recording.num_samples}")
-        except Exception as error:  # noqa: BLE001 - any decoder failure means the file is unusable
-            recording, reason = None, f"unreadable: {type(error).__name__}: {error}".splitlines()[0][:300]
-    return recording_id, recording, reason or ""
-
-
-def prepare_language(
-    language_dir: Path, language: str, num_jobs: int = 1, check_decode: bool = False
-) -> UnlabelledManifests:
-    paths = sorted(language_dir.rglob("*.ogg"))
-    with ThreadPoolExecutor(max_workers=max(1, num_jobs)) as pool:
-        results = list(pool.map(lambda p: read_recording(p, check_decode), paths))
-    recordings, unreadable = [], []
-    report = BadItems(num_items=len(paths))
-    for path, (recording_id, recording, reason) in zip(paths, results):
-        if recording is None:
-            unreadable.append(recording_id)
-            report.add(Item(recording_id, path), reason)
-        else:
-            recordings.append(recording)
-    report.log(f"voxpopuli-unlabelled-{language}")
-    supervisions = [
-        SupervisionSegment(
-            id=recording.id,
-            recording_id=recording.id,
-            start=0.0,
-            duration=recording.duration,
-            channel=0,
-            language=language,
-            text="",
-            custom={"unlabelled": True, "event_id": recording.id.rsplit("_", 1)[0]},
-        )
-        for recording in recordings
-    ]
-    recording_set = RecordingSet.from_recordings(recordings)
-    supervision_set = SupervisionSet.from_segments(supervisions)
-    if recordings:
-        validate_recordings_and_supervisions(recording_set, supervision_set)
-    return UnlabelledManifests(recording_set, supervision_set, unreadable, report)
 
 
 def prepare_voxpopuli_unlabelled(
@@ -101,32 +41,9 @@ def prepare_voxpopuli_unlabelled(
     :param languages: "auto" (every language directory found) or language codes.
     :param check_decode: also decode every file (slow) instead of reading headers only.
     """
-    root = find_unlabelled_root(Path(corpus_dir))
-    if languages == "auto":
-        languages = sorted(p.name for p in root.iterdir() if p.is_dir())
-    elif isinstance(languages, str):
-        languages = [languages]
-    manifests = {}
-    for language in languages:
-        language_dir = root / language
-        if not language_dir.is_dir():
-            raise FileNotFoundError(f"No unlabelled VoxPopuli audio for {language!r} in {root}")
-        result = prepare_language(language_dir, language, num_jobs, check_decode)
-        hours = sum(r.duration for r in result.recordings) / 3600
-        logger.info(
-            "%s: %d recordings (%.2f h), %d unreadable skipped",
-            language, len(result.recordings), hours, len(result.unreadable),
-        )
-        if output_dir is not None:
-            output_dir = Path(output_dir)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            result.report.write(output_dir / f"bad_items_voxpopuli-unlabelled-{language}.tsv")
-            result.recordings.to_file(output_dir / f"voxpopuli-unlabelled_recordings_{language}.jsonl.gz")
-            result.supervisions.to_file(
-                output_dir / f"voxpopuli-unlabelled_supervisions_{language}.jsonl.gz"
-            )
-        manifests[language] = result
-    return manifests
+    return prepare_unlabelled(find_unlabelled_root(Path(corpus_dir)), output_dir, languages, "voxpopuli-unlabelled",
+                              num_jobs, check_decode, patterns=("*.ogg",),
+                              custom=lambda recording_id: {"event_id": recording_id.rsplit("_", 1)[0]})
 
 
 def get_args() -> argparse.Namespace:

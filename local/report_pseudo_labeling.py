@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from icefall_ext.decode.results import NOT_CONVERGED, rate_cell
+from icefall_ext.report import draw_curves, fmt, mean, stage_time_section, validation_curve
+from icefall_ext.report import load_json as load
 
 MODELS = [
     ("base", "Base: CTC + LID on all CV languages"),
@@ -25,19 +27,6 @@ MODELS = [
     ("final-scratch", "Final (b): from scratch on CV + pseudo-labels"),
     ("final-scratch-ft", "Final (c): (b) fine-tuned on CV"),
 ]
-
-
-def load(path: Path) -> Optional[Dict]:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def fmt(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x:.1f}"
-
-
-def mean(xs: List[Optional[float]]) -> Optional[float]:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
 
 
 def cer_table(exp: Path, split: str, languages: List[str], unlabelled: List[str]) -> List[str]:
@@ -115,22 +104,15 @@ FIG6_ARMS = [
 ]
 
 
-def validation_points(path: Path, language: str, offset: int = 0) -> List[tuple]:
-    """(update + offset, CER of ``language``) of each validation in a run's valid.jsonl."""
-    if not path.is_file():
-        return []
-    points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(p["update"] + offset, p.get("per_language", {}).get(language, p["cer"])) for p in points]
-
-
 def fig6_curves(exp: Path, language: str) -> Dict[str, List[tuple]]:
     """Each Fig. 6 arm's curve, starting from the fine-tuned model all arms start from (x = updates since the
     base model)."""
-    start = validation_points(exp / f"ft-{language}" / "valid.jsonl", language)[-1:]
+    key = f"per_language.{language}"
+    start = validation_curve(exp / f"ft-{language}" / "valid.jsonl", key)[-1:]
     offset = start[0][0] if start else 0
     curves = {}
     for name, desc in FIG6_ARMS:
-        points = validation_points(exp / name.format(l=language) / "valid.jsonl", language, offset)
+        points = validation_curve(exp / name.format(l=language) / "valid.jsonl", key, offset)
         if points:
             curves[desc] = start + points
     return curves
@@ -148,45 +130,9 @@ def fig6_section(exp: Path, language: str, plot_path: Path) -> List[str]:
     for desc, points in curves.items():
         by_x = dict(points)
         out.append(f"| {desc} | " + " | ".join(fmt(by_x.get(x)) for x in xs) + " |")
-    if draw(curves, plot_path, f"validation CER of {language} (%)", "updates since the base model"):
+    if draw_curves(curves, plot_path, f"validation CER of {language} (%)", "updates since the base model"):
         out += ["", f"![Fig. 6]({os.path.basename(plot_path)})"]
     return out + [""]
-
-
-def stage_time_section(path: Path) -> List[str]:
-    if not path.is_file():
-        return []
-    rows = [line.split("\t", 2) for line in path.read_text().splitlines() if line.strip()]
-    total = sum(int(seconds) for _, seconds, _ in rows)
-    clock = lambda s: f"{int(s) // 60}:{int(s) % 60:02d}"  # noqa: E731
-    return ["## Wall time of each stage", "",
-            "Recorded by the recipe (utils/stage.sh) for the latest run of each stage; stage 10 (this report) "
-            "is not included.", "",
-            "| stage | what | wall time (min:s) |", "|---|---|---|",
-            *[f"| {n} | {desc} | {clock(seconds)} |" for n, seconds, desc in rows],
-            f"| | total | {clock(total)} |", ""]
-
-
-def draw(curves: Dict[str, List[tuple]], out: Path, ylabel: str, xlabel: str) -> bool:
-    """Line plot of named (x, y) curves into ``out``; False when there is nothing to draw."""
-    if not curves:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, points in curves.items():
-        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return True
 
 
 def plot(exp: Path, out: Path) -> bool:
@@ -196,7 +142,7 @@ def plot(exp: Path, out: Path) -> bool:
         if f.is_file():
             pts = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
             curves[desc.split(":")[0]] = [(p["update"], p["cer_macro"]) for p in pts]
-    return draw(curves, out, "validation CER, macro average over languages (%)", "updates (of each run)")
+    return draw_curves(curves, out, "validation CER, macro average over languages (%)", "updates (of each run)")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import wordfreq
 from lhotse import load_manifest
-from lhotse.recipes import prepare_commonvoice, prepare_librispeech, prepare_voxpopuli
+from lhotse.recipes import prepare_commonvoice, prepare_fleurs, prepare_librispeech, prepare_voxpopuli
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "local"))
@@ -45,7 +45,7 @@ LS_SPLITS = {"train-clean-100", "dev-clean", "dev-other", "test-clean", "test-ot
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mini")
-    for layout in ("commonvoice", "voxpopuli", "librispeech"):
+    for layout in ("commonvoice", "voxpopuli", "librispeech", "fleurs"):
         make_corpus(layout, out)
     return out
 
@@ -309,3 +309,48 @@ def test_librispeech_long_evaluation_utterances_and_disjoint_lm(corpora):
     for transcript in tests:
         padded = f" {transcript} "
         assert not any(f" {line} " in padded for line in lm), transcript
+
+
+def test_fleurs_layout_read_by_lhotse(corpora, tmp_path):
+    """lhotse's prepare_fleurs reads every language; prompts are read by several readers in train; the untranscribed
+    pool is larger than the labelled training audio and says what its reference says."""
+    codes = sorted(mmc.FLEURS_LANGUAGES)
+    assert len(codes) >= 10
+    manifests = prepare_fleurs(corpora / "fleurs", tmp_path, languages=codes)
+    assert set(manifests) == set(codes)
+    for code, parts in manifests.items():
+        language = mmc.FLEURS_LANGUAGES[code][0]
+        for split, pair in parts.items():
+            recordings, supervisions = pair["recordings"], pair["supervisions"]
+            assert len(recordings) == len(supervisions) > 0, (code, split)
+            for sup in supervisions:
+                assert sup.language == code and sup.text == sup.text.lower() and "." not in sup.text
+                assert 1.0 <= sup.duration <= 8.0
+                assert abs(sup.duration - recordings[sup.recording_id].duration) < 1e-3
+                assert_real_words(sup.text, language)
+        pool = sorted((corpora / "unlabelled" / code).glob("*.wav"))
+        refs = (corpora / "unlabelled" / code / "reference_transcripts.tsv").read_text().splitlines()[1:]
+        assert len(pool) == len(refs) > 0
+    # at the recipe's scale (sizes of a tiny test corpus are set by per-language minimums), the pool holds more than
+    # twice the labelled training audio (durations estimated from the spoken text, as espeak-ng reads ~15 chars/s)
+    clips, _ = mmc.plan_fleurs(seed=0, scale=1.0)
+
+    def seconds(spec):
+        segment = spec.segments[0]
+        words = segment.words[: segment.whole] if segment.whole else segment.words
+        spoken = min(len(" ".join(words)) / 15.0 * 175 / segment.speaker.speed,
+                     segment.target_duration if not segment.whole else float("inf"))
+        return spoken
+
+    planned = defaultdict(float)
+    for clip in clips:
+        planned[clip.split] += seconds(clip.spec)
+    assert planned["unlabelled"] > 2 * planned["train"]
+    train = defaultdict(int)
+    readers = defaultdict(int)
+    for clip in clips:
+        if clip.split == "train":
+            train[clip.code] += 1
+            readers[clip.code, clip.prompt_id] += 1
+    assert train["en_us"] > 10 * train["fi_fi"]  # strong imbalance
+    assert max(readers.values()) >= 2 and min(readers.values()) == 1  # 1-3 readers per prompt

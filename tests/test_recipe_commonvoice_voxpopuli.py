@@ -65,12 +65,13 @@ def test_every_results_row_learned_or_is_marked(recipe_run):
     assert [int(n) for n, _, _ in times] == list(range(11))  # stage 10 (the report) ends after writing it
 
 
-def test_final_c_is_a_fine_tune_of_b(recipe_run):
+def test_final_c_is_a_fine_tune_of_b(recipe_run, monkeypatch):
     """(c) starts from (b) and trains further: other parameters, other posteriors on the same utterances."""
     from icefall_ext.bin.decode import iterate_batches
     from icefall_ext.train.checkpoint import load_averaged_model
 
     work, _, _ = recipe_run
+    monkeypatch.chdir(work)  # feature paths in the manifests are relative to the work dir
     b, _, _ = load_averaged_model(work / "exp/final-scratch")
     c, _, _ = load_averaged_model(work / "exp/final-scratch-ft")
     cfg_c = json.loads((work / "exp/final-scratch-ft/train_config.json").read_text())

@@ -59,10 +59,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def parse_cut_args(items: List[str]) -> List[Tuple[str, Path]]:
+    """(name, path) of each NAME=PATH or PATH (name = the file's stem); exits with a message on a missing file."""
     out = []
     for item in items:
         name, _, path = item.partition("=") if "=" in item else ("", "", item)
         path = Path(path)
+        if not path.is_file():
+            die(f"missing cut manifest {path}")
         out.append((name or path.name.replace(".jsonl.gz", ""), path))
     return out
 
@@ -125,9 +128,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..train.checkpoint import load_averaged_model
 
     sets = parse_cut_args(args.cuts)
-    for _, path in sets:
-        if not path.is_file():
-            die(f"missing cut manifest {path}")
     try:
         tokenizer = load_tokenizer(args.lang_dir)
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

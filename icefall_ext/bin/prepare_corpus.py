@@ -8,6 +8,10 @@ See :mod:`icefall_ext.data.corpus_check`.
     python -m icefall_ext.bin.prepare_corpus librispeech --corpus-dir download/LibriSpeech --output-dir data/manifests
     python -m icefall_ext.bin.prepare_corpus voxpopuli-asr --corpus-dir download/voxpopuli --output-dir data/manifests -l en
     python -m icefall_ext.bin.prepare_corpus musan --corpus-dir download/musan --output-dir data/manifests
+    python -m icefall_ext.bin.prepare_corpus fleurs --corpus-dir download/fleurs --output-dir data/manifests -l en_us fi_fi
+    # untranscribed audio, one folder per language (<corpus-dir>/<lang>/**/*.wav|flac|ogg|opus|mp3)
+    python -m icefall_ext.bin.prepare_corpus unlabelled-audio --corpus-dir my_audio --output-dir data/manifests \
+        --name pool -l en_us fi_fi
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import List, Optional
 
 from ..common import die, setup_logging
 
-LAYOUTS = ("commonvoice", "librispeech", "voxpopuli-asr", "musan")
+LAYOUTS = ("commonvoice", "librispeech", "voxpopuli-asr", "musan", "fleurs", "unlabelled-audio")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -27,9 +31,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-dir", type=Path, required=True)
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("-l", "--languages", nargs="+", default=[],
-                   help="language codes (commonvoice: required; voxpopuli-asr: one run per language)")
+                   help="language codes (commonvoice, fleurs (e.g. en_us): required; voxpopuli-asr: one run per "
+                        "language)")
     p.add_argument("--parts", nargs="+", default=None,
                    help="commonvoice splits (default: train dev test); librispeech parts (default: all found)")
+    p.add_argument("--name", default="unlabelled", help="unlabelled-audio: the manifests' name prefix")
     p.add_argument("-j", "--num-jobs", type=int, default=2)
     return p
 
@@ -56,6 +62,20 @@ def main(argv: Optional[List[str]] = None) -> None:
                 cc.prepare_voxpopuli_asr_checked(args.corpus_dir, args.output_dir, lang, args.num_jobs)
             except FileNotFoundError as e:
                 die(str(e))
+    elif args.layout == "fleurs":
+        if not args.languages:
+            die("fleurs needs --languages (FLEURS codes such as en_us)")
+        try:
+            cc.prepare_fleurs_checked(args.corpus_dir, args.output_dir, args.languages, args.num_jobs)
+        except FileNotFoundError as e:
+            die(str(e))
+    elif args.layout == "unlabelled-audio":
+        from ..data.unlabelled import prepare_unlabelled
+
+        try:
+            prepare_unlabelled(args.corpus_dir, args.output_dir, args.languages or "auto", args.name, args.num_jobs)
+        except FileNotFoundError as e:
+            die(str(e))
     else:
         cc.prepare_musan_checked(args.corpus_dir, args.output_dir, args.num_jobs)
 

@@ -1,4 +1,5 @@
-"""Train an ASR model (CTC, transducer, or both; optional language-ID head; optional slimIPL).
+"""Train an ASR model (CTC, transducer, or both; optional language-ID head; optional slimIPL), or pre-train an
+encoder with BEST-RQ on untranscribed audio (``--pretrain best-rq``; fine-tune it later with ``--init-from``).
 
 Examples::
 
@@ -9,6 +10,11 @@ Examples::
     # 4 GPUs on one machine (DDP through torchrun); several machines: call torchrun yourself with
     # --nnodes/--rdzv-endpoint and this module
     python -m icefall_ext.bin.train --world-size 4 --dtype bfloat16 ...
+
+    # BEST-RQ pre-training (no token table needed; transcripts, if any, are ignored), then CTC fine-tuning
+    python -m icefall_ext.bin.train --pretrain best-rq --bestrq-codebooks 16 --exp-dir exp/bestrq \
+        --train-cuts data/fbank/unlabelled_cuts.jsonl.gz --valid-cuts data/fbank/dev_cuts.jsonl.gz ...
+    python -m icefall_ext.bin.train --init-from exp/bestrq --exp-dir exp/ctc --lang-dir data/lang_char ...
 
 A rerun with the same --exp-dir resumes exactly from the newest checkpoint.
 """
@@ -31,7 +37,8 @@ from ..train.trainer import TrainConfig
 
 logger = logging.getLogger("icefall_ext.train")
 
-HEADS = {"ctc": (True, False), "transducer": (False, True), "hybrid": (True, True)}
+# --heads -> (CTC head, transducer heads); "lid": a language-ID classifier only (needs --lid-scale > 0)
+HEADS = {"ctc": (True, False), "transducer": (False, True), "hybrid": (True, True), "lid": (False, False)}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -47,7 +54,9 @@ def get_parser() -> argparse.ArgumentParser:
             kind = {"int": int, "float": float, "bool": str2bool, "str": str}[f.type]
             p.add_argument(flag, type=kind, default=f.default, help="default: %(default)s")
     p.add_argument("--preset", default="conformer-mini", help="model preset, see `python -m icefall_ext.bin.model_info`")
-    p.add_argument("--heads", choices=sorted(HEADS), default="ctc", help="output heads (default: %(default)s)")
+    p.add_argument("--heads", choices=sorted(HEADS), default="ctc",
+                   help="output heads of a new model or of one fine-tuned from a pre-trained (--pretrain) encoder; "
+                        "other --init-from runs keep their checkpoint's heads (default: %(default)s)")
     p.add_argument("--model-overrides", default="{}", help="JSON dict merged into the model config")
     p.add_argument("--init-from", default=None,
                    help="checkpoint file or exp dir to start from (fine-tuning); token/language rows are mapped")
@@ -55,6 +64,15 @@ def get_parser() -> argparse.ArgumentParser:
                    help="checkpoint file or exp dir whose architecture is built with fresh random weights (a "
                         "from-scratch twin of an --init-from run)")
     p.add_argument("--freeze-encoder", type=str2bool, default=False, help="train only the heads")
+    p.add_argument("--pretrain", choices=["none", "best-rq"], default="none",
+                   help="self-supervised pre-training objective instead of ASR (default: %(default)s)")
+    g = p.add_argument_group("BEST-RQ (--pretrain best-rq; defaults of the BEST-RQ paper as USM uses them)")
+    g.add_argument("--bestrq-codebooks", type=int, default=1, help="independent quantisers + softmax heads (USM: 16)")
+    g.add_argument("--bestrq-num-codes", type=int, default=8192, help="codewords per codebook")
+    g.add_argument("--bestrq-code-dim", type=int, default=16, help="dimension of the random projection")
+    g.add_argument("--bestrq-mask-prob", type=float, default=0.01, help="probability that a frame starts a mask")
+    g.add_argument("--bestrq-mask-frames", type=int, default=40, help="frames per mask span (10 ms frames)")
+    g.add_argument("--bestrq-noise-std", type=float, default=0.1, help="std of the noise in masked frames")
     p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--verbose", type=str2bool, default=False)
@@ -109,14 +127,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     for path in cfg.train_cuts + cfg.valid_cuts + cfg.unlabelled_cuts + cfg.mix_cuts:
         if not (Path(path).is_file() or is_shar_dir(path)):
             die(f"missing cut manifest {path} (run the feature stage first)")
-    try:
-        tokenizer = load_tokenizer(Path(cfg.lang_dir))
-    except (FileNotFoundError, ValueError) as e:
-        die(str(e))
+    pretrain = args.pretrain != "none"
+    if pretrain and (args.init_from or args.architecture_from):
+        die("--pretrain starts from a preset; --init-from / --architecture-from are for fine-tuning")
+    if not pretrain and not cfg.lang_dir:
+        die("--lang-dir is required (a token table), except with --pretrain")
+    tokenizer = None
+    if cfg.lang_dir:
+        try:
+            tokenizer = load_tokenizer(Path(cfg.lang_dir))
+        except (FileNotFoundError, ValueError) as e:
+            die(str(e))
     lang_file = Path(cfg.lang_dir) / "languages.txt"
-    languages = read_languages(lang_file) if lang_file.is_file() else []
+    languages = read_languages(lang_file) if cfg.lang_dir and lang_file.is_file() else []
     if cfg.lid_scale > 0 and not languages:
         die(f"--lid-scale > 0 needs {lang_file}")
+    if args.heads == "lid" and cfg.lid_scale <= 0:
+        die("--heads lid trains a language-ID classifier only: give it --lid-scale > 0")
 
     if world_size > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -137,6 +164,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         arch_path = init_path or _resolve_init_from(args.architecture_from)
         model_config = dict(load_checkpoint(arch_path)["model_config"], vocab_size=tokenizer.vocab_size,
                             num_languages=len(languages) if cfg.lid_scale > 0 else 0)
+        if model_config.pop("pretrain", None) is not None:  # a pre-trained encoder gets the --heads asked for
+            model_config.pop("best_rq", None)
+            model_config["use_ctc"], model_config["use_transducer"] = HEADS[args.heads]
         overrides = json.loads(args.model_overrides)
         model_config["encoder_kwargs"] = {**model_config["encoder_kwargs"], **overrides.pop("encoder_kwargs", {})}
         model_config.update(overrides)
@@ -146,11 +176,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         overrides = json.loads(args.model_overrides)
         try:
             model_config = model_config_from_preset(
-                args.preset, vocab_size=tokenizer.vocab_size,
+                args.preset, vocab_size=tokenizer.vocab_size if tokenizer else 0,
                 num_languages=len(languages) if cfg.lid_scale > 0 else 0,
                 use_ctc=use_ctc, use_transducer=use_transducer, **overrides)
         except (KeyError, ValueError) as e:
             die(f"bad model preset/overrides: {e}")
+        if pretrain:
+            model_config.update(pretrain="best_rq", best_rq=dict(
+                num_codebooks=args.bestrq_codebooks, num_codes=args.bestrq_num_codes, code_dim=args.bestrq_code_dim,
+                mask_prob=args.bestrq_mask_prob, mask_frames=args.bestrq_mask_frames,
+                noise_std=args.bestrq_noise_std, seed=cfg.seed))
     model = build_model(model_config)
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters", model_config.get("encoder"), num_params / 1e6)
@@ -182,14 +217,15 @@ def main(argv: Optional[List[str]] = None) -> None:
             all_train = mix_in(all_train, load_cuts(cfg.mix_cuts), cfg.mix_ratio, cfg.seed)
     except ValueError as e:
         die(str(e))
-    train_cuts, report = filter_cuts(all_train, lazy=lazy, can_encode=tokenizer.can_encode,
-                                     min_duration=cfg.min_duration, max_duration=cfg.max_cut_duration)
+    train_cuts, report = filter_cuts(all_train, lazy=lazy, can_encode=None if pretrain else tokenizer.can_encode,
+                                     require_text=not pretrain, min_duration=cfg.min_duration,
+                                     max_duration=cfg.max_cut_duration)
     report.log("train cuts")
     if report.num_kept == 0:
         die("no usable training cuts (see the log for the reasons)")
     valid_cuts = None
     if cfg.valid_cuts:
-        valid_cuts, vreport = filter_cuts(load_cuts(cfg.valid_cuts), min_duration=0.0)
+        valid_cuts, vreport = filter_cuts(load_cuts(cfg.valid_cuts), require_text=not pretrain, min_duration=0.0)
         vreport.log("valid cuts")
     unlabelled = None
     if cfg.unlabelled_cuts:

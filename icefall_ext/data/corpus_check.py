@@ -198,6 +198,29 @@ def voxpopuli_asr_table(corpus_dir: Path, annotations: Path, lang: str) -> Table
     return Table(annotations.name, lines[:1], items, kept_lines, gzipped=True)
 
 
+def fleurs_tables(corpus_dir: Path, languages: Sequence[str]) -> List[Table]:
+    """``metadata/<lang>/<split>.tsv`` (tab-separated, no header: id, file_name, raw_transcription, transcription,
+    chars, num_samples, gender); audio ``<lang>/<split>/<file_name>``. Items get lhotse's recording ids (the file
+    name's stem)."""
+    tables = []
+    for lang in languages:
+        for split in ("train", "dev", "test"):
+            tsv = corpus_dir / "metadata" / lang / f"{split}.tsv"
+            if not tsv.is_file():
+                continue
+            items, kept_lines = [], []
+            for line in _read_text(tsv):
+                cells = line.rstrip("\r\n").split("\t")
+                if not line.strip():
+                    continue
+                name = cells[1] if len(cells) > 1 else ""
+                text = cells[3] if len(cells) == 7 else ""  # a malformed row is reported as an empty transcript
+                items.append(Item(Path(name).stem, corpus_dir / lang / split / Path(name).name, text))
+                kept_lines.append(line)
+            tables.append(Table(f"metadata/{lang}/{split}.tsv", [], items, kept_lines))
+    return tables
+
+
 def musan_tables(corpus_dir: Path) -> List[Table]:
     """``music/<source>/ANNOTATIONS`` lines ``<utt> <genres> <vocals> <musician>``; audio ``<utt>.wav`` beside it
     (lhotse looks each one up among the recordings: a row whose file is left out must go too)."""
@@ -392,6 +415,26 @@ def prepare_voxpopuli_asr_checked(corpus_dir: Path, output_dir: Path, lang: str,
 
     return run_in_view(corpus_dir, output_dir, f"voxpopuli-asr-{lang}", [], loose, prepare, num_jobs,
                        staged_inputs=[table])
+
+
+def prepare_fleurs_checked(corpus_dir: Path, output_dir: Path, languages: Sequence[str],
+                           num_jobs: int = 2) -> BadItems:
+    """FLEURS as lhotse's ``download_fleurs`` lays it out (``<corpus>/<lang>/...`` and ``<corpus>/metadata``);
+    the manifests ``fleurs-<lang>_{recordings,supervisions}_<split>.jsonl.gz`` land directly in ``output_dir``."""
+    from lhotse.recipes import prepare_fleurs
+
+    corpus_dir = Path(corpus_dir).resolve()
+    missing = [lang for lang in languages if not (corpus_dir / lang).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no FLEURS audio for {', '.join(missing)} under {corpus_dir}")
+
+    def prepare(view: Path, out: Path) -> None:
+        prepare_fleurs(view, out, languages=list(languages), num_jobs=num_jobs)
+        for manifest in out.glob("*/fleurs-*.jsonl.gz"):  # lhotse writes one folder per language
+            manifest.rename(out / manifest.name)
+
+    return run_in_view(corpus_dir, output_dir, "fleurs", fleurs_tables(corpus_dir, languages), [], prepare,
+                       num_jobs)
 
 
 def prepare_musan_checked(corpus_dir: Path, output_dir: Path, num_jobs: int = 2) -> BadItems:

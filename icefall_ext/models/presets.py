@@ -104,8 +104,19 @@ def build_encoder(config: dict[str, Any]) -> nn.Module:
     return encoder_cls(**kwargs)
 
 
-def build_model(config: dict[str, Any]) -> AsrModel:
-    """Build an :class:`AsrModel` from a config dict (see module docstring)."""
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """Build an :class:`AsrModel` from a config dict (see module docstring); with ``"pretrain": "best_rq"`` a
+    :class:`~icefall_ext.pretrain.best_rq.BestRqModel` of the same encoder (``"best_rq"``: its keyword arguments).
+    Fine-tuning (``train --init-from``) drops those two keys and gets the ASR model the rest of the config
+    describes, with the heads it asks for."""
+    if config.get("pretrain") == "best_rq":
+        from icefall_ext.pretrain.best_rq import BestRq, BestRqModel
+
+        encoder = build_encoder(config)
+        return BestRqModel(encoder, BestRq(config["feature_dim"], encoder.output_dim,
+                                           stack=encoder.subsampling_factor, **config.get("best_rq", {})))
+    if config.get("pretrain") is not None:
+        raise ValueError(f"unknown pretraining objective {config['pretrain']!r} (best_rq)")
     missing = [key for key in _REQUIRED_KEYS if key not in config]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}")

@@ -1,9 +1,10 @@
-"""The training loop shared by every recipe (supervised, fine-tuning, slimIPL pseudo-labelling).
+"""The training loop shared by every recipe (supervised, fine-tuning, slimIPL pseudo-labelling, pre-training).
 
-One :class:`Trainer` owns the model, optimiser, scheduler, data sources, and the exact-resume state. A *batch
-source* yields ``(batch, labels, kind)``: ``labels`` is ``None`` for labelled batches (the batch's own tokens are
-used) or a list of pseudo-label token sequences. Everything needed to continue bit-exactly — model, optimiser,
-scheduler, sampler positions, RNG states, grad scaler, counters — goes into each checkpoint.
+One :class:`Trainer` owns the model, optimiser, scheduler, data sources, and the exact-resume state. What is
+optimised and how it is validated is the run's *objective* (:mod:`icefall_ext.train.objectives`: ASR losses,
+BEST-RQ, ...). A *batch source* yields ``(batch, labels, kind)``: ``labels`` is ``None`` for labelled batches (the
+batch's own tokens are used) or a list of pseudo-label token sequences. Everything needed to continue bit-exactly —
+model, optimiser, scheduler, sampler positions, RNG states, grad scaler, counters — goes into each checkpoint.
 """
 
 from __future__ import annotations
@@ -24,18 +25,16 @@ from lhotse import CutSet
 from lhotse.dataset import CutMix
 
 from ..data.dataset import AsrDataset, make_dataloader, make_sampler, make_spec_augment
-from ..data.scoring import score
 from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     remove_old_update_checkpoints,
     save_checkpoint,
 )
+from .objectives import LOSS_KEYS, Objective, objective_for  # noqa: F401  (LOSS_KEYS: re-exported)
 from .schedule import make_scheduler
 
 logger = logging.getLogger(__name__)
-
-LOSS_KEYS = ("ctc", "lid", "simple", "pruned")
 
 
 @dataclass
@@ -43,8 +42,8 @@ class TrainConfig:
     """Everything that defines a training run; saved as ``train_config.json`` beside the checkpoints."""
 
     exp_dir: str
-    lang_dir: str
-    train_cuts: List[str]
+    lang_dir: str = ""  # token table (and languages.txt); not needed by self-supervised pre-training
+    train_cuts: List[str] = field(default_factory=list)
     valid_cuts: List[str] = field(default_factory=list)
     num_epochs: int = 10
     max_updates: int = 0
@@ -271,7 +270,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, model_config: Dict, tokenizer,
                  languages: List[str], *, rank: int = 0, world_size: int = 1,
-                 device: Optional[torch.device] = None) -> None:
+                 device: Optional[torch.device] = None, objective: Optional[Objective] = None) -> None:
         self.cfg = cfg
         self.exp_dir = Path(cfg.exp_dir)
         self.rank, self.world_size = rank, world_size
@@ -280,6 +279,7 @@ class Trainer:
         self.tokenizer = tokenizer
         self.languages = languages
         self.model = model.to(self.device)
+        self.objective = objective or objective_for(model)
         self.ddp_model = self.model
         if world_size > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -355,7 +355,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "model_config": self.model_config,
-            "tokens": list(self.tokenizer.token_table),
+            "tokens": list(self.tokenizer.token_table) if self.tokenizer is not None else [],
             "languages": list(self.languages),
             "train_config": asdict(self.cfg),
             "optimizer": self.optimizer.state_dict(),
@@ -411,28 +411,14 @@ class Trainer:
         return True
 
     # ----------------------------------------------------------------- steps
+    def autocast(self):
+        """The run's mixed-precision context (a no-op in float32)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
     def compute_loss(self, batch: Dict, labels: Optional[List[List[int]]] = None,
                      model: Optional[torch.nn.Module] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """Weighted loss of a batch, summed over its utterances, and its parts per utterance for logging."""
-        cfg = self.cfg
-        model = model or self.ddp_model
-        feats = batch["features"].to(self.device)
-        lens = batch["feature_lens"].to(self.device)
-        tokens = labels if labels is not None else batch["tokens"]
-        langs = batch["languages"].to(self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = model(feats, lens, tokens, langs if (langs >= 0).all() else None, prune_range=cfg.prune_range)
-        scales = {"ctc": cfg.ctc_scale, "lid": cfg.lid_scale, "simple": cfg.simple_scale, "pruned": cfg.pruned_scale}
-        if cfg.simple_scale and "pruned" in out:
-            # icefall's warm-up: rely on the simple loss first, then bring in the pruned loss over warm_step updates
-            warm = min(1.0, self.update / max(1, cfg.warm_step))
-            scales["simple"] = 1.0 - warm * (1.0 - cfg.simple_scale)
-            scales["pruned"] = cfg.pruned_scale * (0.1 + 0.9 * warm)
-        n = float(feats.shape[0])
-        loss = sum(scales[k] * out[k].float() for k in LOSS_KEYS if k in out and scales[k] != 0)
-        parts = {k: float(out[k].detach()) / n for k in LOSS_KEYS if k in out}
-        parts["frames"] = float(out.get("num_frames", torch.tensor(0.0)))
-        return loss, parts
+        """The objective's loss of a batch, summed over its utterances, and its parts per utterance for logging."""
+        return self.objective.loss(self, model or self.ddp_model, batch, labels)
 
     def _all_reduce_sum(self, values: List[float]) -> List[float]:
         """Sums of ``values`` over the ranks (the values themselves with one process)."""
@@ -516,39 +502,21 @@ class Trainer:
     # ----------------------------------------------------------------- validation
     @torch.no_grad()
     def validate(self) -> Optional[Dict]:
-        """Loss and CER on the whole validation set, computed by rank 0 (the other ranks return None)."""
+        """The objective's validation metrics on the whole validation set, computed by rank 0 (the other ranks
+        return None); appended to valid.jsonl and TensorBoard."""
         if self.valid_cuts is None or self.rank != 0:
             return None
-        from ..decode.search import decode_batch
-
         self.model.eval()
-        # held-out text may contain characters the table lacks: the loss skips them, CER scores the full text
-        ds = AsrDataset(self.tokenizer, self.languages, skip_unknown_tokens=True)
-        max_dur = self.cfg.valid_max_duration or self.cfg.max_duration
-        sampler = make_sampler(self.valid_cuts, max_dur, shuffle=False, num_buckets=2, world_size=1, rank=0)
-        refs, hyps, langs, tot_loss, n = [], [], [], 0.0, 0
-        for batch in make_dataloader(ds, sampler):
-            loss, _ = self.compute_loss(batch, model=self.model)
-            tot_loss += float(loss)
-            n += len(batch["cut_ids"])
-            hyps.extend(self.tokenizer.decode(h) for h in decode_batch(self.model, batch, self.device))
-            refs.extend(batch["texts"])
-            langs.extend(c.supervisions[0].language for c in batch["cuts"])
-        report = score(refs, hyps, langs, unit="char")
+        metrics = self.objective.validate(self)
         self.model.train()
-        result = {
-            "update": self.update, "epoch": self.epoch, "loss": tot_loss / max(1, n),
-            "cer": report.total.rate, "cer_macro": report.macro_average,
-            "per_language": {k: round(v.rate, 3) for k, v in report.per_language.items()},
-        }
-        if self.rank == 0:
-            with open(self.exp_dir / "valid.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(result) + "\n")
-            if self.tb is not None:
-                self.tb.add_scalar("valid/loss", result["loss"], self.update)
-                self.tb.add_scalar("valid/cer", result["cer"], self.update)
-        logger.info("validation at update %d: loss %.3f, CER %.2f%% (macro %.2f%%) %s", self.update,
-                    result["loss"], result["cer"], result["cer_macro"], result["per_language"])
+        result = {"update": self.update, "epoch": self.epoch, **metrics}
+        with open(self.exp_dir / "valid.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+        if self.tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"valid/{key}", value, self.update)
+        logger.info("validation at update %d: %s", self.update, self.objective.describe(metrics))
         return result
 
     # ----------------------------------------------------------------- main loop

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# USM-style self-supervised pre-training on FLEURS (Zhang et al. 2023, "Google USM: Scaling automatic speech
+# recognition beyond 100 languages"): a Conformer encoder pre-trained with BEST-RQ (multi-softmax codebooks) on
+# untranscribed audio, then fine-tuned with CTC on all FLEURS languages pooled, and as a FLEURS language-ID
+# classifier; each compared with the same model trained from scratch.
+#
+# Usage: egs/fleurs/run.sh [--stage N] [--stop-stage M] [--mini true] [--option value ...]
+#
+# Stages:
+#   0  corpus: --mini true synthesises FLEURS (11 languages, a few minutes to ~20 min of labelled audio each) and
+#      an untranscribed pool with espeak-ng; real data: lhotse's download_fleurs (needs the network and the
+#      `datasets` package), or a corpus dir laid out as it writes it (<corpus>/<code>/{train,dev,test}/*.wav and
+#      <corpus>/metadata/<code>/<split>.tsv), passed as --fleurs-dir
+#   1  lhotse manifests (FLEURS through lhotse's prepare_fleurs, bad items reported by id and skipped; the
+#      untranscribed pool: one folder per language under --pool-dir)
+#   2  fbank features (--num-mel-bins 80; USM uses 128)
+#   3  character table of all FLEURS training transcripts, language list
+#   4  BEST-RQ pre-training with --codebooks codebooks (USM: 16) on the pool and the FLEURS training audio
+#   5  the ablation: BEST-RQ with 1 codebook, same budget (USM Table 5: 16 vs 1 softmax)
+#   6  CTC fine-tuning on FLEURS from each pre-trained encoder, and from scratch (same updates, same data)
+#   7  FLEURS language ID: an utterance-level classifier on the encoder, from the pre-trained encoder and from
+#      scratch
+#   8  evaluation: CER per language (greedy) of the CTC models; language-ID accuracy and confusion matrices
+#   9  export the pre-trained CTC model to sherpa-onnx and decode the test set with sherpa-onnx
+#  10  RESULTS.md (CER per language, 16 vs 1 codebooks, language ID, BEST-RQ curves, wall time of each stage)
+#
+# Main options (real-data default / --mini default):
+#   --mini false            build and use the built-in mini corpus
+#   --work-dir              where data/, exp/ and RESULTS.md go (default: this recipe's directory)
+#   --fleurs-dir            FLEURS root as download_fleurs writes it (default: download/fleurs; mini: generated)
+#   --pool-dir              untranscribed audio, one folder per language code (real: none unless given)
+#   --languages             FLEURS codes (mini: the 11 of the mini corpus; real: pass yours, e.g. en_us de_de ...)
+#   --preset                conformer-medium / conformer-mini (the Zipformer presets work too)
+#   --num-mel-bins 80       feature dimension (128 as USM)
+#   --codebooks 16          BEST-RQ codebooks (softmax heads) of the main pre-training
+#   --num-codes 8192 / 1024 codewords per codebook;  --mask-prob 0.01, --mask-frames 40 (400 ms): about a third
+#   of the frames masked
+#   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: sized for ~20 min on 2 CPU cores)
+#   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype, --threads
+# Relative paths given as options are taken from the directory run.sh is called from.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+stage=0
+stop_stage=10
+mini=false
+work_dir=
+seed=42
+corpus_dir=
+fleurs_dir=
+pool_dir=
+languages=
+mini_scale=1.0
+preset=
+num_mel_bins=80
+codebooks=16
+num_codes=
+mask_prob=0.01
+mask_frames=40
+pretrain_updates=
+pretrain_lr=
+ctc_updates=
+ctc_lr=
+lid_updates=
+lid_lr=
+max_duration=
+world_size=1
+dtype=
+threads=0
+valid_every=
+
+. "$root/utils/parse_options.sh"
+. "$root/utils/stage.sh"
+abs_paths work_dir corpus_dir fleurs_dir pool_dir
+mkdir -p "${work_dir:=$here}"
+cd "$work_dir"
+
+pick corpus_dir download mini_corpus
+pick fleurs_dir "$corpus_dir/fleurs" "$corpus_dir/fleurs"
+pick pool_dir "" "$corpus_dir/unlabelled"
+pick languages "" "en_us de_de fr_fr es_419 it_it ru_ru pt_br nl_nl pl_pl sv_se fi_fi"
+pick preset conformer-medium conformer-mini
+pick num_codes 8192 1024
+pick max_duration 600 40
+pick dtype bfloat16 float32
+pick pretrain_updates 100000 400
+pick pretrain_lr 0.045 0.045
+pick ctc_updates 20000 300
+pick ctc_lr 0.045 0.045
+pick lid_updates 5000 100
+pick lid_lr 0.045 0.045
+pick valid_every 2000 100
+[ -n "$languages" ] || die "--languages is required with real data (FLEURS codes such as en_us fi_fi)"
+
+fbank=data/fbank
+lang=data/lang_char
+fleurs_cuts() { for l in $languages; do printf '%s ' "$fbank/fleurs-${l}_cuts_$1.jsonl.gz"; done; }
+pool_cuts() { [ -n "$pool_dir" ] && for l in $languages; do
+  [ -f "$fbank/pool_cuts_$l.jsonl.gz" ] && printf '%s ' "$fbank/pool_cuts_$l.jsonl.gz"; done; true; }
+train() { python -m icefall_ext.bin.train --seed "$seed" --world-size "$world_size" --dtype "$dtype" \
+  --threads "$threads" --max-duration "$max_duration" --valid-every-n "$valid_every" --optimizer scaled_adam \
+  --num-epochs 0 --scheduler eden "$@"; }
+# the ASR/LID runs: from a pre-trained encoder (--init-from DIR) or from scratch (--preset)
+finetune() { local exp=$1 from=$2; shift 2
+  if [ "$from" = scratch ]; then set -- --preset "$preset" "$@"; else set -- --init-from "$from" "$@"; fi
+  train --exp-dir "$exp" --lang-dir $lang --train-cuts $(fleurs_cuts train) --valid-cuts $fbank/fleurs_cuts_dev.jsonl.gz "$@"; }
+
+if stage 0 "Corpus" "$corpus_dir/.done"; then
+  if [ "$mini" = true ]; then
+    python "$root/local/make_mini_corpus.py" --layout fleurs --out "$corpus_dir" --seed "$seed" --scale "$mini_scale" \
+      --num-jobs 2
+  elif [ ! -d "$fleurs_dir/metadata" ]; then
+    # lhotse writes <target>/fleurs/<code>/... and <target>/fleurs/metadata/...
+    [ "$(basename "$fleurs_dir")" = fleurs ] || die "--fleurs-dir must end in /fleurs for the download (or hold FLEURS)"
+    python -c "import sys; from lhotse.recipes.fleurs import download_fleurs; download_fleurs(sys.argv[1], sys.argv[2:])" \
+      "$(dirname "$fleurs_dir")" $languages || die "download_fleurs failed (it needs the network and the datasets
+package); download FLEURS by hand into $fleurs_dir (<code>/{train,dev,test}/*.wav, metadata/<code>/<split>.tsv)"
+  fi
+  mark_done "$corpus_dir/.done"
+fi
+
+if stage 1 "Manifests" data/manifests/.done; then
+  require "$fleurs_dir"
+  python -m icefall_ext.bin.prepare_corpus fleurs --corpus-dir "$fleurs_dir" --output-dir data/manifests -j 2 \
+    -l $languages
+  if [ -n "$pool_dir" ]; then
+    python -m icefall_ext.bin.prepare_corpus unlabelled-audio --corpus-dir "$pool_dir" --output-dir data/manifests \
+      --name pool -j 2 -l $(for l in $languages; do [ -d "$pool_dir/$l" ] && printf '%s ' $l; done)
+  fi
+  mark_done data/manifests/.done
+fi
+
+if stage 2 "Fbank features ($num_mel_bins bins)" $fbank/.done; then
+  fb="python -m icefall_ext.bin.compute_fbank --manifest-dir data/manifests --out-dir $fbank --num-jobs 2 \
+--num-mel-bins $num_mel_bins"
+  $fb --glob 'fleurs-*'
+  [ -n "$pool_dir" ] && $fb --glob 'pool'
+  for split in dev test; do lhotse combine $(fleurs_cuts $split) $fbank/fleurs_cuts_$split.jsonl.gz; done
+  mark_done $fbank/.done
+fi
+
+if stage 3 "Character table and language list" $lang/.done; then
+  python -m icefall_ext.bin.prepare_lang --cuts $(fleurs_cuts train) --lang-dir $lang
+  mark_done $lang/.done
+fi
+
+pretrain() { local exp=$1 n=$2
+  train --exp-dir "$exp" --pretrain best-rq --preset "$preset" --train-cuts $(pool_cuts) $(fleurs_cuts train) \
+    --valid-cuts $fbank/fleurs_cuts_dev.jsonl.gz --lr "$pretrain_lr" --max-updates "$pretrain_updates" \
+    --warmup-updates $((pretrain_updates / 10)) --spec-augment false --bestrq-codebooks "$n" \
+    --bestrq-num-codes "$num_codes" --bestrq-mask-prob "$mask_prob" --bestrq-mask-frames "$mask_frames"; }
+
+if stage 4 "BEST-RQ pre-training, $codebooks codebooks" exp/bestrq-$codebooks/.done; then
+  pretrain exp/bestrq-$codebooks "$codebooks"
+  mark_done exp/bestrq-$codebooks/.done
+fi
+
+if stage 5 "BEST-RQ pre-training, 1 codebook (ablation)" exp/bestrq-1/.done; then
+  [ "$codebooks" = 1 ] || pretrain exp/bestrq-1 1
+  mark_done exp/bestrq-1/.done
+fi
+
+if stage 6 "CTC fine-tuning from each pre-trained encoder and from scratch" exp/.done.ctc; then
+  for from in bestrq-$codebooks bestrq-1 scratch; do
+    [ -f exp/ctc-$from/.done ] && continue
+    src=$from; [ "$from" = scratch ] || src=exp/$from
+    finetune exp/ctc-$from $src --heads ctc --lr "$ctc_lr" --max-updates "$ctc_updates" \
+      --warmup-updates $((ctc_updates / 10))
+    mark_done exp/ctc-$from/.done
+  done
+  mark_done exp/.done.ctc
+fi
+
+if stage 7 "Language ID from the pre-trained encoder and from scratch" exp/.done.lid; then
+  for from in bestrq-$codebooks scratch; do
+    [ -f exp/lid-$from/.done ] && continue
+    src=$from; [ "$from" = scratch ] || src=exp/$from
+    finetune exp/lid-$from $src --heads lid --lid-scale 1.0 --ctc-scale 0 --lr "$lid_lr" \
+      --max-updates "$lid_updates" --warmup-updates $((lid_updates / 10))
+    mark_done exp/lid-$from/.done
+  done
+  mark_done exp/.done.lid
+fi
+
+if stage 8 "Evaluation: CER per language, language-ID accuracy" exp/.done.eval; then
+  for from in bestrq-$codebooks bestrq-1 scratch; do
+    python -m icefall_ext.bin.decode --exp-dir exp/ctc-$from --lang-dir $lang --threads "$threads" \
+      --cuts dev=$fbank/fleurs_cuts_dev.jsonl.gz test=$fbank/fleurs_cuts_test.jsonl.gz --method ctc-greedy
+  done
+  for from in bestrq-$codebooks scratch; do
+    python -m icefall_ext.bin.eval_lid --exp-dir exp/lid-$from --lang-dir $lang --threads "$threads" \
+      --cuts test=$fbank/fleurs_cuts_test.jsonl.gz
+  done
+  mark_done exp/.done.eval
+fi
+
+if stage 9 "Export to sherpa-onnx and decode the test set with it" exp/.done.export; then
+  python -m icefall_ext.bin.export_onnx --exp-dir exp/ctc-bestrq-$codebooks --lang-dir $lang --type ctc \
+    --out-dir exp/ctc-bestrq-$codebooks/onnx
+  python -m icefall_ext.bin.sherpa_decode --onnx-dir exp/ctc-bestrq-$codebooks/onnx --type ctc \
+    --cuts test=$fbank/fleurs_cuts_test.jsonl.gz --out-dir exp/ctc-bestrq-$codebooks/sherpa-decode
+  mark_done exp/.done.export
+fi
+
+if stage 10 "RESULTS.md" ""; then
+  python "$root/local/report_fleurs.py" --exp exp --languages $languages --codebooks "$codebooks" \
+    --out RESULTS.md --command "egs/fleurs/run.sh --mini $mini"
+fi
+
+log "Done (stages $stage..$stop_stage)."
