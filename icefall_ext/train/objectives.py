@@ -167,7 +167,7 @@ class BestRqObjective(Objective):
         return result  # codes_k, ppl_k, masked_fraction: means over the set's batches
 
     def describe(self, result):
-        codebooks = sorted(k[4:] for k in result if k.startswith("acc_"))
+        codebooks = sorted((k[4:] for k in result if k.startswith("acc_")), key=int)
         per = "; ".join(f"codebook {k}: acc {result['acc_' + k]:.3f}, {result['codes_' + k]:.0f} codes, "
                         f"ppl {result['ppl_' + k]:.0f}" for k in codebooks[:4])
         more = f" (+{len(codebooks) - 4} codebooks)" if len(codebooks) > 4 else ""
