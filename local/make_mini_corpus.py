@@ -748,6 +748,7 @@ class FleursClip:
 def plan_fleurs(seed: int, scale: float) -> Tuple[List[FleursClip], List[Speaker]]:
     clips, all_speakers = [], []
     file_number = itertools.count(1000000)
+    speaker_id = numeric_ids(0)  # one counter: ids are unique across languages and splits
     for code, (language, resource) in FLEURS_LANGUAGES.items():
         text = text_source(language)
         splits = (
@@ -759,7 +760,7 @@ def plan_fleurs(seed: int, scale: float) -> Tuple[List[FleursClip], List[Speaker
         for split, pool, base_count, (low, high) in splits:
             rng = rng_for(seed, "fleurs", code, split)
             prompts = scaled(base_count, scale)
-            speakers = make_speakers(rng, language, split, pool, max(3, prompts // 4), numeric_ids(0))
+            speakers = make_speakers(rng, language, split, pool, max(3, prompts // 4), speaker_id)
             all_speakers += speakers
             for _ in range(prompts):
                 prompt_id = next(prompt)
@@ -769,7 +770,7 @@ def plan_fleurs(seed: int, scale: float) -> Tuple[List[FleursClip], List[Speaker
                     path = f"fleurs/{code}/{split}/{next(file_number)}.wav"
                     clips.append(FleursClip(ClipSpec(path, 16000, "wav", (segment,)), code, split, prompt_id))
         rng = rng_for(seed, "fleurs", code, "unlabelled")
-        speakers = make_speakers(rng, language, "unlabelled", UNLABELLED_VOICES, 6, numeric_ids(0))
+        speakers = make_speakers(rng, language, "unlabelled", UNLABELLED_VOICES, 6, speaker_id)
         all_speakers += speakers
         for number in range(scaled(FLEURS_UNLABELLED, scale)):
             segment = SegmentSpec(rng.choice(speakers), text.passage(rng, 60), rng.uniform(5.0, 15.0),

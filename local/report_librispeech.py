@@ -7,19 +7,15 @@ exported models, and the transfer rows of Lugosch et al. 2022, Table 4 (multilin
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from icefall_ext.common import atomic_write_text
 from icefall_ext.data.scoring import read_recogs, score
 from icefall_ext.decode.results import rate_cell
+from icefall_ext.report import load_json as load
 
 SETS = ("dev-clean", "dev-other", "test-clean", "test-other")
-
-
-def load(path: Path) -> Optional[Dict]:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def wer_row(label: str, summaries: Sequence[Optional[Dict]]) -> str:

@@ -333,7 +333,8 @@ def test_fleurs_layout_read_by_lhotse(corpora, tmp_path):
         assert len(pool) == len(refs) > 0
     # at the recipe's scale (sizes of a tiny test corpus are set by per-language minimums), the pool holds more than
     # twice the labelled training audio (durations estimated from the spoken text, as espeak-ng reads ~15 chars/s)
-    clips, _ = mmc.plan_fleurs(seed=0, scale=1.0)
+    clips, speakers = mmc.plan_fleurs(seed=0, scale=1.0)
+    assert len({s.id for s in speakers}) == len(speakers)  # the speakers table names each reader once
 
     def seconds(spec):
         segment = spec.segments[0]
