@@ -98,7 +98,7 @@ class _WordFusion:
     def initial(self) -> _WordContext:
         return _WordContext(self.lm.begin_state(bos=True), "", 0.0, 0)
 
-    def _close_word(self, ctx: _WordContext) -> _WordContext:
+    def close_word(self, ctx: _WordContext) -> _WordContext:
         if not ctx.open_word:
             return ctx
         logprob, state = self.lm.score(ctx.open_word, ctx.lm_state)
@@ -106,13 +106,13 @@ class _WordFusion:
 
     def extend(self, ctx: _WordContext, token: int) -> _WordContext:
         if self.starts_word[token]:
-            ctx = self._close_word(ctx)
+            ctx = self.close_word(ctx)
         if not self.pieces[token]:
             return ctx
         return _WordContext(ctx.lm_state, ctx.open_word + self.pieces[token], ctx.lm_logprob, ctx.num_words)
 
     def finish(self, ctx: _WordContext) -> _WordContext:
-        ctx = self._close_word(ctx)
+        ctx = self.close_word(ctx)
         logprob, state = self.lm.score(EOS, ctx.lm_state)
         return _WordContext(state, "", ctx.lm_logprob + logprob, ctx.num_words)
 
@@ -178,7 +178,7 @@ def _prefix_beam_search_one(
             if fusion is not None:
                 ctx = contexts[prefix]
                 open_base = fusion.base(ctx)
-                closed_base = fusion.base(fusion._close_word(ctx))
+                closed_base = fusion.base(fusion.close_word(ctx))
             last = prefix[-1] if prefix else None
             for token in frame_tokens:
                 token_lp = frame[token]

@@ -133,7 +133,7 @@ class BestRqObjective(Objective):
         for key, value in out.items():
             if key.startswith(("acc_", "codes_", "ppl_")):
                 parts[key] = float(value)
-        parts["frames"] = float(lens.sum()) / 4
+        parts["frames"] = float(lens.sum()) / trainer.model.encoder.subsampling_factor
         return out["bestrq"], parts
 
     def validate(self, trainer):
