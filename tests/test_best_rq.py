@@ -15,9 +15,8 @@ from icefall_ext.pretrain.best_rq import (
 )
 
 
-def brute_force_labels(q: RandomProjectionQuantizer, vectors: np.ndarray) -> np.ndarray:
-    """Nearest codeword by Euclidean distance, every normalisation done here with numpy."""
-    z = (vectors - vectors.mean(-1, keepdims=True)) / np.sqrt(vectors.var(-1, keepdims=True) + 1e-5)
+def brute_force_labels(q: RandomProjectionQuantizer, z: np.ndarray) -> np.ndarray:
+    """Nearest codeword by Euclidean distance to already normalised vectors, every other step done with numpy."""
     p = z @ q.projection.double().numpy()
     p /= np.linalg.norm(p, axis=-1, keepdims=True)
     c = q.codebook.double().numpy()
@@ -26,16 +25,31 @@ def brute_force_labels(q: RandomProjectionQuantizer, vectors: np.ndarray) -> np.
     return d.argmin(-1)
 
 
-def test_labels_are_the_nearest_codeword():
+def numpy_per_utterance(x: np.ndarray, n: int) -> np.ndarray:
+    """Each feature dimension of the first ``n`` frames to mean 0 / std 1 over those frames."""
+    v = x[:n]
+    return (v - v.mean(0)) / np.sqrt(v.var(0) + 1e-5)
+
+
+@pytest.mark.parametrize("norm", ["utterance", "vector"])
+def test_labels_are_the_nearest_codeword(norm):
     torch.manual_seed(0)
-    rq = BestRq(feature_dim=20, encoder_dim=8, stack=4, num_codebooks=2, num_codes=512)
-    x = torch.randn(3, 50, 20) * 3 + 1
-    labels, lens = rq.targets(x, torch.tensor([50, 41, 12]))
+    rq = BestRq(feature_dim=20, encoder_dim=8, stack=4, num_codebooks=2, num_codes=512, norm=norm)
+    x = torch.randn(3, 50, 20) * 3 + torch.linspace(-4, 4, 20)
+    x_lens = [50, 41, 12]
+    labels, lens = rq.targets(x, torch.tensor(x_lens))
     assert lens.tolist() == [12, 10, 3]
-    stacked = x[:, :48].reshape(3, 12, 80).double().numpy()
+    xd = x.double().numpy()
     for q, got in zip(rq.quantizers, labels):
-        want = brute_force_labels(q, stacked.reshape(-1, 80)).reshape(3, 12)
-        assert (got.numpy() == want).mean() >= 0.999  # ties at float precision aside
+        for i, n in enumerate(x_lens):
+            groups = n // 4
+            if norm == "utterance":
+                z = numpy_per_utterance(xd[i], n)[: groups * 4].reshape(groups, 80)
+            else:
+                v = xd[i, : groups * 4].reshape(groups, 80)
+                z = (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + 1e-5)
+            want = brute_force_labels(q, z)
+            assert (got[i, :groups].numpy() == want).mean() >= 0.999  # ties at float precision aside
     assert not torch.equal(labels[0], labels[1])  # independent quantisers
 
 
@@ -56,10 +70,32 @@ def test_quantiser_is_frozen_and_outside_the_optimiser():
     assert all(b.grad is None for b in rq.buffers())
 
 
-def test_normalisation_is_per_frame_over_features_not_over_time():
-    """A frame's label depends on that stacked frame only (a time-axis normalisation would couple frames), and is
-    unchanged by an affine change of its own values."""
-    rq = BestRq(feature_dim=8, encoder_dim=4, num_codes=256)
+def test_utterance_normalisation_ignores_padding_and_keeps_pauses_together():
+    """An utterance's labels do not depend on the batch it is padded in, nor on a per-dimension gain/offset of the
+    whole utterance (a recording level); frames of a pause (flat spectrum up to dither) share few codes, whereas a
+    per-vector normalisation turns the dither into random codes."""
+    torch.manual_seed(1)
+    feat, t = 20, 240
+    speech = torch.randn(t, feat) * 2 + torch.linspace(-3, 3, feat)
+    speech[100:200] = -15.0 + 0.01 * torch.randn(100, feat)  # a pause: log-mel floor plus dither
+    rq = BestRq(feature_dim=feat, encoder_dim=4, num_codes=256, seed=3)
+    (alone,), _ = rq.targets(speech[None], torch.tensor([t]))
+    padded = torch.cat([torch.stack([speech, torch.full((t, feat), 7.0)]), torch.zeros(2, 60, feat)], 1)
+    (batched,), _ = rq.targets(padded, torch.tensor([t, 300]))
+    assert torch.equal(alone[0], batched[0, : t // 4])
+    (scaled,), _ = rq.targets((speech * torch.linspace(0.5, 2, feat) + 3)[None], torch.tensor([t]))
+    assert (scaled == alone).float().mean() >= 0.99
+    pause = slice(26, 49)  # stacked groups wholly inside frames 100..199
+    assert alone[0, pause].unique().numel() <= 3
+    per_vector = BestRq(feature_dim=feat, encoder_dim=4, num_codes=256, seed=3, norm="vector")
+    (noisy,), _ = per_vector.targets(speech[None], torch.tensor([t]))
+    assert noisy[0, pause].unique().numel() >= 15
+
+
+def test_vector_normalisation_is_per_frame_over_features_not_over_time():
+    """With ``norm="vector"`` a frame's label depends on that stacked frame only (a time-axis normalisation would
+    couple frames), and is unchanged by an affine change of its own values."""
+    rq = BestRq(feature_dim=8, encoder_dim=4, num_codes=256, norm="vector")
     x = torch.randn(1, 40, 8)
     lens = torch.tensor([40])
     (base,), _ = rq.targets(x, lens)

@@ -73,6 +73,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--bestrq-mask-prob", type=float, default=0.01, help="probability that a frame starts a mask")
     g.add_argument("--bestrq-mask-frames", type=int, default=40, help="frames per mask span (10 ms frames)")
     g.add_argument("--bestrq-noise-std", type=float, default=0.1, help="std of the noise in masked frames")
+    g.add_argument("--bestrq-norm", choices=["utterance", "vector"], default="utterance",
+                   help="target normalisation: each feature dimension over the utterance (default) or each stacked "
+                        "vector over its features (pauses then get random codes)")
     p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--verbose", type=str2bool, default=False)
@@ -185,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             model_config.update(pretrain="best_rq", best_rq=dict(
                 num_codebooks=args.bestrq_codebooks, num_codes=args.bestrq_num_codes, code_dim=args.bestrq_code_dim,
                 mask_prob=args.bestrq_mask_prob, mask_frames=args.bestrq_mask_frames,
-                noise_std=args.bestrq_noise_std, seed=cfg.seed))
+                noise_std=args.bestrq_noise_std, norm=args.bestrq_norm, seed=cfg.seed))
     model = build_model(model_config)
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters", model_config.get("encoder"), num_params / 1e6)

@@ -1,8 +1,8 @@
 """BEST-RQ self-supervised pre-training (Chiu et al. 2022) with USM's multi-softmax (Zhang et al. 2023).
 
-Targets come from the *unmasked* input features: frames are stacked to the encoder's frame rate (4 frames for a
-x4 subsampling), each stacked vector is normalised over its own feature axis (mean 0, std 1, no learned
-parameters; never over time), projected by a frozen Xavier-initialised matrix to ``code_dim`` dimensions,
+Targets come from the *unmasked* input features: each feature dimension is normalised to mean 0 / std 1 over the
+utterance's own frames (padding excluded, so a target never depends on the batch; NeMo's ``per_feature``
+normalisation), frames are stacked to the encoder's frame rate (4 frames for a x4 subsampling), projected by a frozen Xavier-initialised matrix to ``code_dim`` dimensions,
 L2-normalised, and labelled with its nearest codeword (largest cosine) in a frozen N(0, 1) codebook whose
 entries are L2-normalised too. Projections and codebooks are buffers: no gradient, not in any optimiser group,
 computed in fp32 even under autocast.
@@ -31,8 +31,25 @@ def stack_frames(x: Tensor, x_lens: Tensor, factor: int) -> Tuple[Tensor, Tensor
     return x[:, : groups * factor].reshape(n, groups, f * factor), x_lens // factor
 
 
+def normalise_per_utterance(x: Tensor, x_lens: Tensor, eps: float = 1e-5) -> Tensor:
+    """(N, T, F): each feature dimension to mean 0 / std 1 over the utterance's valid frames; padding -> 0.
+
+    The default BEST-RQ normalisation. Unlike :func:`normalise_per_vector` it keeps a frame's level, so pauses
+    (whose spectra are flat up to dither) share a few codes instead of drawing random ones from amplified noise.
+    """
+    valid = (torch.arange(x.shape[1], device=x.device)[None, :] < x_lens[:, None])[..., None].to(x.dtype)
+    count = valid.sum(1, keepdim=True).clamp(min=1.0)
+    mean = (x * valid).sum(1, keepdim=True) / count
+    var = (((x - mean) * valid) ** 2).sum(1, keepdim=True) / count
+    return (x - mean) / (var + eps).sqrt() * valid
+
+
+NORMALISATIONS = ("utterance", "vector")
+
+
 def normalise_per_vector(z: Tensor, eps: float = 1e-5) -> Tensor:
-    """Mean 0 / std 1 over the last (feature) axis of each vector; each frame independently of the others."""
+    """Mean 0 / std 1 over the last (feature) axis of each vector; each frame independently of the others
+    (``--bestrq-norm vector``: silent frames then get codes drawn from their normalised noise)."""
     return F.layer_norm(z, (z.shape[-1],), eps=eps)
 
 
@@ -83,10 +100,13 @@ class BestRq(nn.Module):
 
     def __init__(self, feature_dim: int, encoder_dim: int, *, stack: int = 4, num_codebooks: int = 1,
                  code_dim: int = 16, num_codes: int = 8192, mask_prob: float = 0.01, mask_frames: int = 40,
-                 noise_std: float = 0.1, seed: int = 0) -> None:
+                 noise_std: float = 0.1, seed: int = 0, norm: str = "utterance") -> None:
         super().__init__()
         if num_codebooks < 1 or stack < 1 or mask_frames < 1:
             raise ValueError("num_codebooks, stack and mask_frames must be >= 1")
+        if norm not in NORMALISATIONS:
+            raise ValueError(f"norm must be one of {NORMALISATIONS}, not {norm!r}")
+        self.norm = norm
         generator = torch.Generator().manual_seed(seed)
         self.stack, self.mask_prob, self.mask_frames, self.noise_std = stack, mask_prob, mask_frames, noise_std
         self.quantizers = nn.ModuleList(
@@ -97,8 +117,11 @@ class BestRq(nn.Module):
 
     def targets(self, x: Tensor, x_lens: Tensor) -> Tuple[List[Tensor], Tensor]:
         """Code labels (N, T // stack) of every quantiser, from the unmasked features, and their lengths."""
-        stacked, lens = stack_frames(x, x_lens, self.stack)
-        z = normalise_per_vector(stacked.float())
+        if self.norm == "utterance":
+            z, lens = stack_frames(normalise_per_utterance(x.float(), x_lens), x_lens, self.stack)
+        else:
+            stacked, lens = stack_frames(x, x_lens, self.stack)
+            z = normalise_per_vector(stacked.float())
         return [q(z) for q in self.quantizers], lens
 
     def mask(self, x: Tensor, x_lens: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
