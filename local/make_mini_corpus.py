@@ -21,6 +21,13 @@ Layouts (read unchanged by lhotse's own preparation functions):
   training audio, each prompt read by 1-3 readers; an untranscribed pool ``unlabelled/<code>/*.wav``
   (5-15 s, several times the labelled audio, every language alike) with
   ``unlabelled/<code>/reference_transcripts.tsv`` (what it says, to score pseudo-labels).
+* ``covost2``: Common Voice 4 clips ``cv/<lang>/clips/common_voice_<lang>_<n>.mp3`` with CV 4's
+  ``validated.tsv`` (client_id, path, sentence, up_votes, down_votes, age, gender, accent) and the CoVoST 2
+  translation tables ``covost/covost_v2.<lang>_en.tsv`` (path, sentence, translation, client_id, split; split
+  train, train_covost, dev or test) -> ``local/prepare_covost2.py``; 8 source languages in CoVoST's high /
+  mid / low resource groups, sentences and translations from a parallel grammar
+  (``mini_translation_text``), dev/test holding unseen combinations of seen words. Extra:
+  ``covost/mt_text.<lang>_en.tsv`` (source, translation), text-only pairs for machine-translation training.
 * ``librispeech``: ``LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac``
   (16 kHz) with ``<spk>-<chapter>.trans.txt`` -> ``prepare_librispeech``; LM text
   ``librispeech-lm-norm.txt``. Training utterances last 1-8 s; dev/test utterances are
@@ -78,7 +85,7 @@ from mini_corpus_text import (  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("commonvoice", "voxpopuli", "librispeech", "fleurs")
+LAYOUTS = ("commonvoice", "voxpopuli", "librispeech", "fleurs", "covost2")
 FORMAT_VERSION = 2  # 2: real sentences (fortunes), long LibriSpeech dev/test, 10-30 s unlabelled audio
 
 # Durations in seconds. Labelled speech is fitted 10 ms inside 1-8 s so that
@@ -107,6 +114,9 @@ LANGUAGES: Dict[str, LanguageSpec] = {
     "pl": LanguageSpec((("pl", ""),), 0.0),
     "sv": LanguageSpec((("sv", ""),), 0.0),
     "fi": LanguageSpec((("fi", ""),), 0.0),
+    # CoVoST-only source languages (their sizes are COVOST_LANGUAGES')
+    "ca": LanguageSpec((("ca", ""),), 0.0),
+    "fa": LanguageSpec((("fa", ""),), 0.0),
 }
 CV_LANGUAGES = ("en", "de", "fr", "es", "it", "ru", "el")
 # Real VoxPopuli has no Greek transcriptions (lhotse rejects "el" for task="asr"),
@@ -815,6 +825,80 @@ def build_fleurs(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
 
 
 # ---------------------------------------------------------------------------
+# CoVoST 2 (X -> English speech translation on Common Voice 4 audio)
+
+# CoVoST / Common Voice code -> (text language, CoVoST resource group)
+COVOST_LANGUAGES: Dict[str, Tuple[str, str]] = {
+    "fr": ("fr", "high"), "de": ("de", "high"), "es": ("es", "high"),
+    "it": ("it", "mid"), "ru": ("ru", "mid"), "fa": ("fa", "mid"),
+    "nl": ("nl", "low"), "sv-SE": ("sv", "low"),
+}
+COVOST_TRAIN = {"high": 300, "mid": 150, "low": 60}  # utterances per language at --scale 1
+COVOST_EVAL = 25  # per language, for dev and for test
+COVOST_MT_TEXT = 1000  # text-only pairs per language
+COVOST_RANGE = (0.8, 12.0)  # wide: a sentence is always spoken whole (its translation must match)
+CV4_HEADER = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent")
+COVOST_HEADER = ("path", "sentence", "translation", "client_id", "split")
+
+
+@dataclass(frozen=True)
+class CovostClip:
+    spec: ClipSpec
+    code: str
+    split: str  # train, train_covost, dev or test
+    sentence: str
+    translation: str
+
+
+def plan_covost2(seed: int, scale: float) -> Tuple[List[CovostClip], List[Speaker]]:
+    from mini_translation_text import parallel_pairs
+
+    clips, all_speakers = [], []
+    for index, (code, (language, group)) in enumerate(COVOST_LANGUAGES.items()):
+        number = itertools.count(20000000 + 1000000 * index)
+        for split, pool, base_count in (("train", TRAIN_VOICES, COVOST_TRAIN[group]),
+                                        ("dev", DEV_VOICES, COVOST_EVAL), ("test", TEST_VOICES, COVOST_EVAL)):
+            rng = rng_for(seed, "covost2", code, split)
+            count = scaled(base_count, scale)
+            speakers = make_speakers(rng, language, split, pool, max(2, count // 12), hex_client_id(code))
+            all_speakers += speakers
+            # each language its own sample of meanings: the seed differs per language
+            for sentence, translation in parallel_pairs(language, split, count, seed=seed * 100 + index):
+                words = tuple(sentence.split())
+                segment = SegmentSpec(rng.choice(speakers), words, 4.0, COVOST_RANGE, whole=len(words))
+                path = f"cv/{code}/clips/common_voice_{code}_{next(number)}.mp3"
+                # CoVoST 2 added training clips beyond Common Voice's own split: "train_covost"
+                tag = "train_covost" if split == "train" and rng.random() < 0.2 else split
+                clips.append(CovostClip(ClipSpec(path, 48000, "mp3", (segment,)), code, tag, sentence, translation))
+    return clips, all_speakers
+
+
+def build_covost2(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
+    from mini_translation_text import parallel_pairs
+
+    clips, speakers = plan_covost2(seed, scale)
+    results = render_all(out, [c.spec for c in clips], num_jobs, "covost2")
+    summary: Summary = defaultdict(float)
+    validated: Dict[str, list] = defaultdict(list)
+    covost: Dict[str, list] = defaultdict(list)
+    for clip, result in zip(clips, results):
+        if len(result.segments[0].words) != len(clip.spec.segments[0].words):
+            raise RuntimeError(f"{clip.spec.path}: the sentence was not spoken whole")
+        speaker = clip.spec.segments[0].speaker
+        name = Path(clip.spec.path).name
+        validated[clip.code].append((speaker.id, name, clip.sentence, 2, 0, speaker.age, speaker.gender, ""))
+        covost[clip.code].append((name, clip.sentence, clip.translation, speaker.id, clip.split))
+        summary[("covost2", clip.code, clip.split.replace("_covost", ""))] += result.duration
+    for index, (code, (language, _)) in enumerate(COVOST_LANGUAGES.items()):
+        write_table(out / "cv" / code / "validated.tsv", CV4_HEADER, validated[code])
+        write_table(out / "covost" / f"covost_v2.{code}_en.tsv", COVOST_HEADER, covost[code])
+        pairs = parallel_pairs(language, "text", scaled(COVOST_MT_TEXT, scale, 20), seed=seed * 100 + index)
+        write_lines(out / "covost" / f"mt_text.{code}_en.tsv", [f"{src}\t{tgt}" for src, tgt in pairs])
+    write_speakers(out / "mini_speakers_covost2.tsv", speakers)
+    return summary
+
+
+# ---------------------------------------------------------------------------
 # Driver
 
 BUILDERS = {
@@ -822,6 +906,7 @@ BUILDERS = {
     "voxpopuli": build_voxpopuli,
     "librispeech": build_librispeech,
     "fleurs": build_fleurs,
+    "covost2": build_covost2,
 }
 
 
@@ -832,6 +917,7 @@ def layout_outputs(out: Path, layout: str) -> List[Path]:
         "voxpopuli": [out / d for d in ("raw_audios", "transcribed_data", "unlabelled_data", "lm_data")],
         "librispeech": [out / "LibriSpeech", out / "librispeech-lm-norm.txt"],
         "fleurs": [out / "fleurs", out / "unlabelled"],
+        "covost2": [out / "cv", out / "covost"],
     }[layout]
     return own + [out / f"mini_speakers_{layout}.tsv"]
 

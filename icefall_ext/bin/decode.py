@@ -1,4 +1,4 @@
-"""Decode test sets with a trained model and score them (per-language CER/WER).
+"""Decode test sets with a trained model and score them (per-language CER/WER; BLEU for speech translation).
 
     python -m icefall_ext.bin.decode --exp-dir exp/base --lang-dir data/lang_char --epoch 10 --avg 3 \\
         --cuts dev=data/fbank/cv-en_cuts_dev.jsonl.gz test=data/fbank/cv-en_cuts_test.jsonl.gz \\
@@ -31,12 +31,18 @@ logger = logging.getLogger("icefall_ext.decode")
 
 def get_parser() -> argparse.ArgumentParser:
     from ..decode.search import METHODS
+    from ..decode.translate import ST_METHODS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     p.add_argument("--cuts", nargs="+", required=True, help="NAME=PATH or PATH (name = file stem)")
-    p.add_argument("--method", nargs="+", default=["auto"], choices=METHODS)
+    p.add_argument("--task", choices=["auto", "asr", "st"], default="auto",
+                   help="st: speech translation (BLEU); auto: what the model was trained for")
+    p.add_argument("--method", nargs="+", default=["auto"], choices=METHODS + ST_METHODS,
+                   help="ASR methods, or st-greedy / st-beam for translation (auto: ctc/transducer default, st-beam)")
     p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--length-penalty", type=float, default=1.0,
+                   help="st-beam: hypotheses ranked by log P / length ** this (0: raw log P)")
     p.add_argument("--lm", type=Path, default=None, help="ARPA word n-gram for ctc-beam shallow fusion")
     p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
     p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
@@ -135,9 +141,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         model, config, paths = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint, device)
     except (FileNotFoundError, ValueError) as e:
         die(str(e))
+    task = "st" if config.get("task") == "st" else "asr"
+    if args.task not in ("auto", task):
+        die(f"--task {args.task}, but {args.exp_dir} holds a {task} model")
     if config["vocab_size"] != tokenizer.vocab_size:
         die(f"{args.lang_dir}/tokens.txt has {tokenizer.vocab_size} tokens but the model was trained with "
             f"{config['vocab_size']}")
+    if task == "st":
+        from ..decode.translate import ST_METHODS, decode_translation_sets
+
+        methods = ["st-beam" if m == "auto" else m for m in args.method]
+        if any(m not in ST_METHODS for m in methods):
+            die(f"a translation model decodes with {' / '.join(ST_METHODS)}")
+        decode_translation_sets(model, tokenizer, sets, methods, device, out_dir, source=str(args.exp_dir),
+                                checkpoints=",".join(p.name for p in paths), beam=args.beam,
+                                length_penalty=args.length_penalty, max_duration=args.max_duration, tag=args.tag)
+        return
     alpha, beta = args.alpha, args.beta
     if args.tuned_lm:
         tuned = json.loads(args.tuned_lm.read_text())

@@ -28,6 +28,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-count", type=int, default=1,
                    help="characters seen fewer times are left out of the table (their utterances are dropped "
                         "from training and reported)")
+    p.add_argument("--text", choices=["transcript", "translation"], default="transcript",
+                   help="what to tokenise: the transcripts, or the English translations (speech translation targets)")
     p.add_argument("--lowercase", default="false", choices=["true", "false"], help="lower-case the text first")
     return p
 
@@ -37,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     setup_logging()
     from lhotse import CutSet
 
-    from ..data.dataset import cut_language, cut_text, write_languages
+    from ..data.dataset import cut_language, cut_text, cut_translation, write_languages
     from ..data.tokenizer import BpeTokenizer, CharTokenizer
 
     missing = [str(p) for p in args.cuts if not p.is_file()]
@@ -46,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     texts, languages = [], set()
     for path in args.cuts:
         for cut in CutSet.from_file(path):
-            text = cut_text(cut)
+            text = cut_text(cut) if args.text == "transcript" else cut_translation(cut)
             if text:
                 texts.append(text.lower() if args.lowercase == "true" else text)
             lang = cut_language(cut)

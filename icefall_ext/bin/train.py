@@ -16,6 +16,11 @@ Examples::
         --train-cuts data/fbank/unlabelled_cuts.jsonl.gz --valid-cuts data/fbank/dev_cuts.jsonl.gz ...
     python -m icefall_ext.bin.train --init-from exp/bestrq --exp-dir exp/ctc --lang-dir data/lang_char ...
 
+    # speech translation: --lang-dir holds the target BPE; --source-lang-dir the source characters (auxiliary CTC
+    # weighted by --ctc-scale, and the text input of joint ST + MT with --mt-scale 5.0 [--mt-text pairs.tsv])
+    python -m icefall_ext.bin.train --task st --exp-dir exp/st --lang-dir data/lang_bpe_en \
+        --source-lang-dir data/lang_char --ctc-scale 0.3 --train-cuts data/fbank/covost2_cuts_train.jsonl.gz ...
+
 A rerun with the same --exp-dir resumes exactly from the newest checkpoint.
 """
 
@@ -64,6 +69,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="checkpoint file or exp dir whose architecture is built with fresh random weights (a "
                         "from-scratch twin of an --init-from run)")
     p.add_argument("--freeze-encoder", type=str2bool, default=False, help="train only the heads")
+    p.add_argument("--task", choices=["asr", "st"], default="asr",
+                   help="st: speech translation (encoder + attention decoder) of the cuts' translated_text")
     p.add_argument("--pretrain", choices=["none", "best-rq"], default="none",
                    help="self-supervised pre-training objective instead of ASR (default: %(default)s)")
     g = p.add_argument_group("BEST-RQ (--pretrain best-rq; defaults of the BEST-RQ paper as USM uses them)")
@@ -120,7 +127,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..data.dataset import read_languages
     from ..data.filtering import filter_cuts
     from ..data.tokenizer import load_tokenizer
-    from ..models.presets import build_model, model_config_from_preset
+    from ..models.presets import build_model, model_config_from_preset, st_config_from_preset
     from ..train.checkpoint import load_checkpoint
     from ..train.init import transfer_weights
     from ..train.trainer import Trainer, is_shar_dir, load_cuts, mix_in, seed_everything
@@ -141,6 +148,14 @@ def main(argv: Optional[List[str]] = None) -> None:
             tokenizer = load_tokenizer(Path(cfg.lang_dir))
         except (FileNotFoundError, ValueError) as e:
             die(str(e))
+    source_tokenizer = None
+    if args.task == "st" and cfg.source_lang_dir:
+        try:
+            source_tokenizer = load_tokenizer(Path(cfg.source_lang_dir))
+        except (FileNotFoundError, ValueError) as e:
+            die(str(e))
+    if args.task == "st" and cfg.mt_scale > 0 and source_tokenizer is None:
+        die("--mt-scale > 0 (joint ST + MT) needs --source-lang-dir (the source character table)")
     lang_file = Path(cfg.lang_dir) / "languages.txt"
     languages = read_languages(lang_file) if cfg.lang_dir and lang_file.is_file() else []
     if cfg.lid_scale > 0 and not languages:
@@ -162,6 +177,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     if model_config_path.is_file():
         model_config = json.loads(model_config_path.read_text())
         logger.info("using the model config of the existing experiment %s", model_config_path)
+    elif args.task == "st":
+        overrides = json.loads(args.model_overrides)
+        try:
+            model_config = st_config_from_preset(
+                args.preset, tokenizer.vocab_size, source_tokenizer.vocab_size if source_tokenizer else 0,
+                source_ctc=source_tokenizer is not None and cfg.ctc_scale > 0, text_input=cfg.mt_scale > 0,
+                **overrides)
+        except (KeyError, ValueError) as e:
+            die(f"bad model preset/overrides: {e}")
+        if init_path is not None:  # the encoder of an ASR / pre-trained model; the decoder starts fresh
+            old_config = load_checkpoint(init_path)["model_config"]
+            model_config.update({k: old_config[k] for k in ("encoder", "encoder_kwargs", "feature_dim")})
     elif init_path is not None or args.architecture_from:
         # fine-tuning keeps the architecture of the checkpoint; only the output sizes follow the new tables
         arch_path = init_path or _resolve_init_from(args.architecture_from)
@@ -207,7 +234,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if rank == 0:
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(model_config_path, json.dumps(model_config, indent=2))
-        record = dict(dataclasses.asdict(cfg), preset=args.preset, heads=args.heads,
+        record = dict(dataclasses.asdict(cfg), task=args.task, preset=args.preset, heads=args.heads,
                       init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder)
         atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
 
@@ -220,7 +247,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             all_train = mix_in(all_train, load_cuts(cfg.mix_cuts), cfg.mix_ratio, cfg.seed)
     except ValueError as e:
         die(str(e))
-    train_cuts, report = filter_cuts(all_train, lazy=lazy, can_encode=None if pretrain else tokenizer.can_encode,
+    if args.task == "st":
+        from ..data.dataset import cut_translation
+
+        all_train = all_train.filter(lambda c: bool(cut_translation(c)))  # (the report counts what is left)
+    train_cuts, report = filter_cuts(all_train, lazy=lazy,
+                                     can_encode=None if pretrain or args.task == "st" else tokenizer.can_encode,
                                      require_text=not pretrain, min_duration=cfg.min_duration,
                                      max_duration=cfg.max_cut_duration)
     report.log("train cuts")
@@ -236,8 +268,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                                           min_duration=cfg.min_duration, max_duration=None)
         ureport.log("unlabelled cuts")
 
+    objective = None
+    if args.task == "st":
+        from ..train.translation import SpeechTranslationObjective
+
+        objective = SpeechTranslationObjective.from_cuts(train_cuts, source_tokenizer, cfg.mt_scale, cfg.mt_text,
+                                                         cfg.seed)
     trainer = Trainer(cfg, model, model_config, tokenizer, languages, rank=rank, world_size=world_size,
-                      device=device)
+                      device=device, objective=objective)
     trainer.build_sources(train_cuts, valid_cuts, unlabelled)
     trainer.run()
     if world_size > 1:

@@ -26,6 +26,12 @@ def cut_text(cut) -> str:
     return " ".join((s.text or "").strip() for s in cut.supervisions).strip()
 
 
+def cut_translation(cut, language: str = "en") -> str:
+    """The cut's translation into ``language`` (``custom["translated_text"]``, lhotse's iwslt22_ta convention)."""
+    sup = cut.supervisions[0] if cut.supervisions else None
+    return (((sup.custom or {}).get("translated_text") or {}).get(language) or "").strip() if sup else ""
+
+
 def cut_language(cut) -> Optional[str]:
     return cut.supervisions[0].language if cut.supervisions else None
 
@@ -43,7 +49,9 @@ class AsrDataset(torch.utils.data.Dataset):
     """Turns a CutSet (one sampler batch) into padded features, token ids, and language ids.
 
     Returns ``{"features": (N,T,F), "feature_lens": (N,), "texts", "tokens": list[list[int]] | None,
-    "languages": (N,) int64 (-1 when unknown), "cut_ids", "cuts"}``, sorted by decreasing duration.
+    "source_texts", "languages": (N,) int64 (-1 when unknown), "cut_ids", "cuts"}``, sorted by decreasing
+    duration. ``texts`` (what ``tokens`` encode) are the transcripts, or with ``target="translation"`` the English
+    translations (speech translation); ``source_texts`` are always the transcripts.
     """
 
     def __init__(
@@ -53,7 +61,11 @@ class AsrDataset(torch.utils.data.Dataset):
         spec_augment: Optional[SpecAugment] = None,
         noise: Optional[CutMix] = None,
         skip_unknown_tokens: bool = False,
+        target: str = "text",
     ) -> None:
+        if target not in ("text", "translation"):
+            raise ValueError(f"target must be 'text' or 'translation', not {target!r}")
+        self.target = target
         self.tokenizer = tokenizer
         self.lang2id = {l: i for i, l in enumerate(languages or [])}
         self.spec_augment = spec_augment
@@ -67,7 +79,8 @@ class AsrDataset(torch.utils.data.Dataset):
         feats, feat_lens = collate_features(cuts)
         if self.spec_augment is not None:
             feats = self.spec_augment(feats)
-        texts = [cut_text(c) for c in cuts]
+        sources = [cut_text(c) for c in cuts]
+        texts = sources if self.target == "text" else [cut_translation(c) for c in cuts]
         tokens = None
         if self.tokenizer is not None:
             tokens = [self.tokenizer.encode(t, skip_unknown=self.skip_unknown_tokens) for t in texts]
@@ -77,6 +90,7 @@ class AsrDataset(torch.utils.data.Dataset):
             "feature_lens": feat_lens.to(torch.int64),
             "texts": texts,
             "tokens": tokens,
+            "source_texts": sources,
             "languages": langs,
             "cut_ids": [c.id for c in cuts],
             "cuts": cuts,

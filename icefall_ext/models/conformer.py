@@ -287,7 +287,11 @@ class Conformer(nn.Module):
 
     def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         """x (N, T, F) float, x_lens (N,) int64 -> (out (N, T', D), out_lens (N,))."""
-        x, lens = self.encoder_embed(x, x_lens)
+        return self.forward_layers(*self.encoder_embed(x, x_lens))
+
+    def forward_layers(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
+        """The Conformer blocks alone on already embedded input (N, T', D): the entry point of other modalities
+        (e.g. text embeddings) into the shared encoder."""
         num_frames = x.size(1)
         pad_mask = make_pad_mask(lens, num_frames)
         attn_mask = pad_mask.unsqueeze(1)

@@ -42,6 +42,14 @@ HEAD_DEFAULTS: dict[str, dict[str, Any]] = {
     "medium": dict(use_ctc=True, use_transducer=True, decoder_dim=512, joiner_dim=512, context_size=2),
 }
 
+# Speech translation (``"task": "st"``): the attention decoder by size (mSLAM's ST decoder: 6 layers of 512,
+# dropout 0.3 for ST alone; 0.1 with joint MT).
+ST_DECODERS: dict[str, dict[str, Any]] = {
+    "tiny": dict(decoder_layers=2, decoder_dim=64, decoder_heads=2, decoder_ff=128, decoder_dropout=0.1),
+    "mini": dict(decoder_layers=3, decoder_dim=192, decoder_heads=4, decoder_ff=768, decoder_dropout=0.1),
+    "medium": dict(decoder_layers=6, decoder_dim=512, decoder_heads=8, decoder_ff=2048, decoder_dropout=0.3),
+}
+
 _HEAD_KEYS = ("use_ctc", "use_transducer", "decoder_dim", "joiner_dim", "context_size")
 _REQUIRED_KEYS = ("encoder", "encoder_kwargs", "feature_dim", "vocab_size", "num_languages") + _HEAD_KEYS
 
@@ -90,6 +98,22 @@ def model_config_from_preset(
     return config
 
 
+def st_config_from_preset(name: str, vocab_size: int, source_vocab_size: int = 0, *, source_ctc: bool = False,
+                          text_input: bool = False, feature_dim: int = 80, **decoder: Any) -> dict[str, Any]:
+    """Config of a speech-translation model: the preset's encoder, its size's decoder (``decoder`` overrides any of
+    ``ST_DECODERS``' keys or ``label_smoothing``), the target vocabulary and the source character table's size."""
+    config = model_config_from_preset(name, vocab_size, feature_dim=feature_dim)
+    for key in _HEAD_KEYS + ("num_languages",):
+        config.pop(key)
+    size = name.partition("-")[2]
+    unknown = set(decoder) - set(ST_DECODERS[size]) - {"label_smoothing"}
+    if unknown:
+        raise ValueError(f"unknown decoder settings {sorted(unknown)}")
+    config.update(task="st", source_vocab_size=source_vocab_size,
+                  st=dict(ST_DECODERS[size], source_ctc=source_ctc, text_input=text_input, **decoder))
+    return config
+
+
 def build_encoder(config: dict[str, Any]) -> nn.Module:
     """The encoder described by ``config`` (``encoder``, ``encoder_kwargs``, ``feature_dim``)."""
     if config["encoder"] == "conformer":
@@ -105,7 +129,9 @@ def build_encoder(config: dict[str, Any]) -> nn.Module:
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
-    """Build an :class:`AsrModel` from a config dict (see module docstring); with ``"pretrain": "best_rq"`` a
+    """Build an :class:`AsrModel` from a config dict (see module docstring); with ``"task": "st"`` a
+    :class:`~icefall_ext.models.st_model.SpeechTranslationModel` (:func:`st_config_from_preset`); with
+    ``"pretrain": "best_rq"`` a
     :class:`~icefall_ext.pretrain.best_rq.BestRqModel` of the same encoder (``"best_rq"``: its keyword arguments).
     Fine-tuning (``train --init-from``) drops those two keys and gets the ASR model the rest of the config
     describes, with the heads it asks for."""
@@ -115,6 +141,11 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         encoder = build_encoder(config)
         return BestRqModel(encoder, BestRq(config["feature_dim"], encoder.output_dim,
                                            stack=encoder.subsampling_factor, **config.get("best_rq", {})))
+    if config.get("task") == "st":
+        from icefall_ext.models.st_model import SpeechTranslationModel
+
+        return SpeechTranslationModel(build_encoder(config), config["vocab_size"],
+                                      source_vocab_size=config["source_vocab_size"], **config["st"])
     if config.get("pretrain") is not None:
         raise ValueError(f"unknown pretraining objective {config['pretrain']!r} (best_rq)")
     missing = [key for key in _REQUIRED_KEYS if key not in config]

@@ -5,6 +5,7 @@ utterances of all ranks) plus per-utterance parts to log, and scores a validatio
 objective a model was built for:
 
 * :class:`AsrObjective` — CTC / language ID / pruned RNN-T losses weighted by the run's scales; validation CER.
+* :class:`~icefall_ext.train.translation.SpeechTranslationObjective` — speech translation (+ CTC, + joint MT).
 * :class:`BestRqObjective` — BEST-RQ masked prediction (``icefall_ext.pretrain.best_rq``); validation loss,
   masked-frame accuracy, codes used and perplexity per codebook.
 """
@@ -31,6 +32,7 @@ class Objective:
     """Interface: ``loss`` for a training batch, ``validate`` for the validation set, ``describe`` for the log."""
 
     name = "objective"
+    target = "text"  # what the training batches' tokens encode: "text" (transcripts) or "translation"
 
     def loss(self, trainer: "Trainer", model: torch.nn.Module, batch: Dict,
              labels: Optional[List[List[int]]]) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -176,7 +178,13 @@ class BestRqObjective(Objective):
 
 
 def objective_for(model: torch.nn.Module) -> Objective:
-    """The objective a model was built for."""
+    """The objective a model was built for (speech translation: without its source table and MT pool; ``train``
+    builds it with :meth:`~icefall_ext.train.translation.SpeechTranslationObjective.from_cuts`)."""
+    from ..models.st_model import SpeechTranslationModel
     from ..pretrain.best_rq import BestRqModel
 
+    if isinstance(model, SpeechTranslationModel):
+        from .translation import SpeechTranslationObjective
+
+        return SpeechTranslationObjective()
     return BestRqObjective() if isinstance(model, BestRqModel) else AsrObjective()

@@ -106,6 +106,11 @@ class TrainConfig:
     slimipl_unlabelled_max_duration: float = 0.0
     # encoder dropout from the first pseudo-labelling update on (flashlight's slimIPL_dyn_dropout; < 0: unchanged)
     slimipl_dyn_dropout: float = 0.1
+    # speech translation (--task st): the source character table (auxiliary CTC on the transcript: ctc_scale; text
+    # input), and joint machine translation: as many text pairs as utterances in each batch, weighted by mt_scale
+    source_lang_dir: str = ""
+    mt_scale: float = 0.0
+    mt_text: List[str] = field(default_factory=list)
 
 
 def _rng_state() -> Dict:
@@ -322,7 +327,7 @@ class Trainer:
             noise = CutMix(load_cuts(cfg.noise_cuts).drop_supervisions().to_eager(),
                            snr=(cfg.noise_snr_min, cfg.noise_snr_max), p=cfg.noise_prob, seed=self.noise_rng,
                            preserve_id=True)
-        self.train_dataset = AsrDataset(self.tokenizer, self.languages, noise=noise)
+        self.train_dataset = AsrDataset(self.tokenizer, self.languages, noise=noise, target=self.objective.target)
         sampler = make_sampler(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets,
                                seed=cfg.seed, world_size=self.world_size, rank=self.rank, drop_last=self.world_size > 1)
         labelled = SupervisedSource(sampler, self.train_dataset, cfg.num_workers)
