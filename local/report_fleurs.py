@@ -58,7 +58,14 @@ def best_rq_section(exp: Path, codebooks: int, plot_dir: Path) -> List[str]:
     codes = {k: validation_curve(p, "codes_0") for k, p in runs.items()}
     if not any(accuracy.values()):
         return []
-    out = ["| pre-training | " + " | ".join(f"update {int(x)}" for x, _ in next(v for v in accuracy.values() if v))
+    config = load_json(exp / f"bestrq-{codebooks}" / "model_config.json") or {}
+    b = config.get("best_rq", {})
+    out = [f"Settings: {b.get('num_codes')} codes of dimension {b.get('code_dim')} per codebook, spans of "
+           f"{b.get('mask_frames')} frames starting with probability {b.get('mask_prob')}, targets normalised per "
+           f"{b.get('norm', 'utterance')}, encoder {config.get('encoder')} "
+           f"{config.get('encoder_kwargs', {}).get('d_model')}-d x {config.get('encoder_kwargs', {}).get('num_layers')}.",
+           "",
+           "| pre-training | " + " | ".join(f"update {int(x)}" for x, _ in next(v for v in accuracy.values() if v))
            + " |", "|---|" + "---|" * len(next(v for v in accuracy.values() if v))]
     for label in runs:
         out.append(f"| {label}: masked accuracy (%) | " + " | ".join(fmt(100 * y) for _, y in accuracy[label]) + " |")
