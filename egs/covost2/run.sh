@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# X -> English speech translation on CoVoST 2 (Wang et al. 2020) as mSLAM evaluates it (Bapna et al. 2022): a
+# Conformer encoder with a Transformer attention decoder, trained on speech translation alone and jointly with text
+# machine translation through the same encoder (mSLAM §4.1), scored with BLEU (sacrebleu) per language and per
+# CoVoST resource group.
+#
+# Usage: egs/covost2/run.sh [--stage N] [--stop-stage M] [--mini true] [--option value ...]
+#
+# Stages:
+#   0  corpus: --mini true synthesises Common Voice 4 clips + CoVoST 2 tables for 8 source languages with espeak-ng,
+#      from a parallel grammar (translations a model can learn); real data: Common Voice 4 (<cv-dir>/<lang>/clips,
+#      validated.tsv; download it by hand from commonvoice.mozilla.org, version 4) and the CoVoST tables
+#      covost_v2.<lang>_en.tsv (downloaded from dl.fbaipublicfiles.com/covost when missing)
+#   1  lhotse manifests (local/prepare_covost2.py: transcript + translation joined by path, bad rows reported by id)
+#   2  fbank features
+#   3  source character table (auxiliary CTC, text input) and the English target BPE
+#   4  speech translation alone (ST + auxiliary CTC on the transcript)
+#   5  joint speech + text translation: as many MT pairs as utterances in each batch, MT weight --mt-scale
+#      (mSLAM: 5.0); MT pairs: the training transcripts with their translations (+ --mt-text files; mini: the
+#      corpus's text-only pairs)
+#   6  decode dev and test with beam search (BLEU, chrF per language)
+#   7  RESULTS.md: BLEU per language and group (high / mid / low as mSLAM), ST vs ST + MT, the identity baseline
+#      (the transcript taken as its own translation)
+#
+# Main options (real-data default / --mini default):
+#   --mini false         build and use the built-in mini corpus
+#   --work-dir           where data/, exp/ and RESULTS.md go (default: this recipe's directory)
+#   --cv-dir, --covost-dir  Common Voice 4 root and the folder of the CoVoST tables (mini: generated)
+#   --languages          Common Voice codes (real: fr de es ca it ru zh-CN pt fa et mn nl tr ar sv-SE lv sl ta ja id
+#                        cy; mini: fr de es it ru fa nl sv-SE)
+#   --preset             conformer-medium / conformer-mini;  --vocab-size 8000 / 500 (target BPE)
+#   --mt-scale 5.0       MT loss weight of stage 5;  --mt-text ""  extra "source<TAB>English" files for stage 5
+#   --ctc-scale 0.3      auxiliary CTC on the transcript
+#   --spec-augment true / false
+#   --updates, --lr, --max-duration, --beam, --world-size, --dtype, --threads
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+stage=0
+stop_stage=7
+mini=false
+work_dir=
+seed=42
+mini_scale=1.0
+corpus_dir=
+cv_dir=
+covost_dir=
+languages=
+preset=
+vocab_size=
+mt_scale=5.0
+mt_text=
+ctc_scale=0.3
+updates=
+lr=
+max_duration=
+beam=4
+world_size=1
+dtype=
+threads=0
+valid_every=
+spec_augment=
+
+. "$root/utils/parse_options.sh"
+. "$root/utils/stage.sh"
+abs_paths work_dir corpus_dir cv_dir covost_dir
+abs_paths --words mt_text
+mkdir -p "${work_dir:=$here}"
+cd "$work_dir"
+
+pick corpus_dir download mini_corpus
+pick cv_dir "$corpus_dir/cv" "$corpus_dir/cv"
+pick covost_dir "$corpus_dir/covost" "$corpus_dir/covost"
+pick languages "fr de es ca it ru zh-CN pt fa et mn nl tr ar sv-SE lv sl ta ja id cy" "fr de es it ru fa nl sv-SE"
+pick preset conformer-medium conformer-mini
+pick vocab_size 8000 500
+pick updates 60000 600
+pick lr 0.045 0.045
+pick max_duration 600 60
+pick dtype bfloat16 float32
+pick valid_every 2000 200
+pick spec_augment true false  # mini: 3-4 s clips and a few hundred updates; masks hide the slots to translate
+[ "$mini" = true ] && [ -z "$mt_text" ] && mt_text=$(for l in $languages; do printf '%s ' "$covost_dir/mt_text.${l}_en.tsv"; done)
+
+fbank=data/fbank
+lang_src=data/lang_char
+lang_tgt=data/lang_bpe_$vocab_size
+cuts_of() { for l in $languages; do printf '%s ' "$fbank/covost2-${l}_cuts_$1.jsonl.gz"; done; }
+train_st() { local exp=$1; shift
+  python -m icefall_ext.bin.train --task st --exp-dir "$exp" --preset "$preset" --lang-dir $lang_tgt \
+    --source-lang-dir $lang_src --ctc-scale "$ctc_scale" --train-cuts $(cuts_of train) \
+    --valid-cuts $fbank/covost2_cuts_dev.jsonl.gz --optimizer scaled_adam --scheduler eden --lr "$lr" \
+    --max-updates "$updates" --num-epochs 0 --warmup-updates $((updates / 10)) --max-duration "$max_duration" \
+    --valid-every-n "$valid_every" --spec-augment "$spec_augment" --world-size "$world_size" --dtype "$dtype" --threads "$threads" --seed "$seed" \
+    "$@"; }
+
+if stage 0 "Corpus" "$corpus_dir/.done"; then
+  if [ "$mini" = true ]; then
+    python "$root/local/make_mini_corpus.py" --layout covost2 --out "$corpus_dir" --seed "$seed" --scale "$mini_scale" \
+      --num-jobs 2
+  else
+    for l in $languages; do
+      [ -f "$cv_dir/$l/validated.tsv" ] || die "no Common Voice 4 data for $l at $cv_dir/$l: download version 4 from
+commonvoice.mozilla.org by hand (it needs accepting the terms) and pass --cv-dir"
+      table=$covost_dir/covost_v2.${l}_en.tsv
+      if [ ! -f "$table" ]; then
+        mkdir -p "$covost_dir"
+        wget -q -O "$table.tar.gz" "https://dl.fbaipublicfiles.com/covost/covost_v2.${l}_en.tsv.tar.gz" \
+          || die "could not download $table.tar.gz: fetch it by hand into $covost_dir"
+        tar -xzf "$table.tar.gz" -C "$covost_dir"
+      fi
+    done
+  fi
+  mark_done "$corpus_dir/.done"
+fi
+
+if stage 1 "Manifests" data/manifests/.done; then
+  require "$cv_dir" "$covost_dir"
+  python "$root/local/prepare_covost2.py" --cv-dir "$cv_dir" --covost-dir "$covost_dir" --out-dir data/manifests \
+    -l $languages
+  mark_done data/manifests/.done
+fi
+
+if stage 2 "Fbank features" $fbank/.done; then
+  python -m icefall_ext.bin.compute_fbank --manifest-dir data/manifests --out-dir $fbank --glob 'covost2-*' \
+    --num-jobs 2
+  for split in dev test; do lhotse combine $(cuts_of $split) $fbank/covost2_cuts_$split.jsonl.gz; done
+  mark_done $fbank/.done
+fi
+
+if stage 3 "Source characters and target BPE ($vocab_size)" data/.done.lang; then
+  python -m icefall_ext.bin.prepare_lang --cuts $(cuts_of train) --lang-dir $lang_src
+  python -m icefall_ext.bin.prepare_lang --cuts $(cuts_of train) --lang-dir $lang_tgt --token-type bpe \
+    --vocab-size "$vocab_size" --text translation
+  mark_done data/.done.lang
+fi
+
+if stage 4 "Speech translation alone" exp/st/.done; then
+  train_st exp/st
+  mark_done exp/st/.done
+fi
+
+if stage 5 "Joint speech + text translation (MT weight $mt_scale)" exp/st-mt/.done; then
+  train_st exp/st-mt --mt-scale "$mt_scale" ${mt_text:+--mt-text $mt_text}
+  mark_done exp/st-mt/.done
+fi
+
+if stage 6 "Decode dev and test (beam $beam)" exp/.done.decode; then
+  for exp in st st-mt; do
+    python -m icefall_ext.bin.decode --task st --exp-dir exp/$exp --lang-dir $lang_tgt --method st-beam \
+      --beam "$beam" --threads "$threads" --avg 1 \
+      --cuts dev=$fbank/covost2_cuts_dev.jsonl.gz test=$fbank/covost2_cuts_test.jsonl.gz
+  done
+  mark_done exp/.done.decode
+fi
+
+if stage 7 "RESULTS.md" ""; then
+  python "$root/local/report_covost2.py" --exp exp --test-cuts $fbank/covost2_cuts_test.jsonl.gz \
+    --languages $languages --out RESULTS.md --command "egs/covost2/run.sh --mini $mini"
+fi
+
+log "Done (stages $stage..$stop_stage)."

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Write egs/covost2/RESULTS.md from the recipe's outputs: test BLEU per source language and per CoVoST resource
+group (mSLAM Table 1 in shape: high / mid / low, "all" = unweighted mean over languages) for speech translation
+alone and jointly with text MT, the identity baseline (the transcript taken as its translation), chrF, the BLEU
+validation curves, and the wall time of each stage."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from icefall_ext.decode.results import NOT_CONVERGED
+from icefall_ext.report import draw_curves, fmt, load_json, mean, stage_time_section, validation_curve
+
+# mSLAM's grouping of CoVoST 2's 21 X -> En directions by training hours
+GROUPS: Dict[str, List[str]] = {
+    "high": ["fr", "de", "es", "ca"],
+    "mid": ["fa", "it", "ru", "pt", "zh-CN"],
+    "low": ["et", "mn", "nl", "tr", "ar", "sv-SE", "lv", "sl", "ta", "ja", "id", "cy"],
+}
+ARMS = [("st", "ST alone (+ CTC)"), ("st-mt", "joint ST + MT")]
+
+
+def group_cells(per: Dict[str, Optional[float]], languages: List[str]) -> List[str]:
+    cells = []
+    for group in GROUPS.values():
+        cells.append(fmt(mean([per.get(l) for l in languages if l in group])))
+    return cells + [fmt(mean([per.get(l) for l in languages]))]
+
+
+def identity_bleu(test_cuts: Path) -> Dict[str, float]:
+    """BLEU per language of the source transcript taken as the translation (what a copy model would get)."""
+    from lhotse import load_manifest_lazy
+
+    from icefall_ext.data.dataset import cut_language, cut_text, cut_translation
+    from icefall_ext.decode.translate import bleu_report
+
+    cuts = list(load_manifest_lazy(test_cuts))
+    report = bleu_report([cut_translation(c) for c in cuts], [cut_text(c) for c in cuts],
+                         [cut_language(c) for c in cuts])
+    return report["per_language_bleu"]
+
+
+def bleu_table(exp: Path, split: str, languages: List[str], identity: Optional[Dict[str, float]]) -> List[str]:
+    present = [g for g, members in GROUPS.items() if any(l in members for l in languages)]
+    rows = ["| system | " + " | ".join(GROUPS) + " | all | " + " | ".join(languages) + " |",
+            "|---|" + "---|" * (len(GROUPS) + 1 + len(languages))]
+    if identity is not None:
+        rows.append("| identity (transcript as translation) | " + " | ".join(group_cells(identity, languages)) +
+                    " | " + " | ".join(fmt(identity.get(l)) for l in languages) + " |")
+    for name, desc in ARMS:
+        s = load_json(exp / name / "decode" / f"summary-{split}-st-beam.json")
+        if s is None:
+            continue
+        if s.get("collapsed") and s["bleu"] < 1.0:
+            rows.append(f"| {desc} | {NOT_CONVERGED} ({s['collapsed']}) |" + " |" * (len(GROUPS) + len(languages)))
+            continue
+        per = s["per_language_bleu"]
+        rows.append(f"| {desc} | " + " | ".join(group_cells(per, languages)) + " | " +
+                    " | ".join(fmt(per.get(l)) for l in languages) + " |")
+    rows += ["", f"Groups present here: {', '.join(present)} (a group without languages shows -)."]
+    return rows
+
+
+def chrf_line(exp: Path, split: str) -> List[str]:
+    cells = []
+    for name, desc in ARMS:
+        s = load_json(exp / name / "decode" / f"summary-{split}-st-beam.json")
+        if s:
+            cells.append(f"{desc}: BLEU {fmt(s['bleu'])}, chrF {fmt(s['chrf'])} (corpus, all languages pooled)")
+    return [f"- {c}" for c in cells]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--exp", type=Path, required=True)
+    p.add_argument("--test-cuts", type=Path, required=True)
+    p.add_argument("--languages", nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--stage-times", type=Path, default=Path("stage_times.tsv"))
+    p.add_argument("--command", required=True, help="the command that produced these results")
+    a = p.parse_args()
+    identity = identity_bleu(a.test_cuts) if a.test_cuts.is_file() else None
+    plot = a.out.parent / "bleu_curves.png"
+    drawn = draw_curves({desc: validation_curve(a.exp / name / "valid.jsonl", "bleu") for name, desc in ARMS},
+                        plot, "dev BLEU (greedy)", "update")
+    lines = [
+        "# Results: X -> English speech translation on CoVoST 2 (egs/covost2)", "",
+        f"Produced by `{a.command}` (stage 7 writes this file from the recipe's own outputs).", "",
+        "## BLEU on test (sacrebleu 13a, case-sensitive; beam search)", "",
+        "mSLAM Table 1 in shape: groups by training hours, \"all\" = unweighted mean over languages.", "",
+        *bleu_table(a.exp, "test", a.languages, identity), "", *chrf_line(a.exp, "test"), "",
+        "## BLEU on dev", "", *bleu_table(a.exp, "dev", a.languages, None), "",
+    ]
+    if drawn:
+        lines += ["## Validation BLEU during training", "", f"![dev BLEU]({plot.name})", ""]
+    lines += stage_time_section(a.stage_times)
+    a.out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
