@@ -7,6 +7,7 @@ sherpa-onnx decode of the exported model and the wall time of each stage."""
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import List
 
@@ -30,7 +31,9 @@ def cer_table(exp: Path, split: str, languages: List[str], codebooks: int) -> Li
     return rows
 
 
-def lid_section(exp: Path, languages: List[str], codebooks: int) -> List[str]:
+def lid_section(exp: Path, languages: List[str], codebooks: int, out_dir: Path) -> List[str]:
+    """Accuracy rows (a model predicting one language for everything, or scoring under 1.5 x chance, is marked as
+    not converged) and the confusion matrices, copied beside RESULTS.md."""
     out = ["| language-ID model | accuracy | macro | " + " | ".join(languages) + " |",
            "|---|---|---|" + "---|" * len(languages)]
     images = []
@@ -38,16 +41,22 @@ def lid_section(exp: Path, languages: List[str], codebooks: int) -> List[str]:
         s = load_json(exp / f"lid-{name}" / "lid" / "summary-test-lid.json")
         if s is None:
             continue
+        png = exp / f"lid-{name}" / "lid" / "confusion-test.png"
+        if png.is_file():
+            shutil.copyfile(png, out_dir / f"results_lid_confusion_{name}.png")
+            images.append(f"![confusion, {desc}](results_lid_confusion_{name}.png)")
         predicted = [j for j in range(len(s["languages"])) if any(row[j] for row in s["confusion"])]
+        chance = 100.0 / max(1, len(s["languages"]))
         if len(s["languages"]) > 1 and len(predicted) <= 1:  # one answer for every utterance: it did not learn
-            out.append(f"| {desc} | {NOT_CONVERGED} (always {s['languages'][predicted[0]] if predicted else '-'}) |"
-                       + " |" * (len(languages) + 1))
-            images.append(f"![confusion, {desc}](exp/lid-{name}/lid/confusion-test.png)")
+            why = f"always {s['languages'][predicted[0]] if predicted else '-'}"
+        elif s["accuracy"] < 1.5 * chance:
+            why = f"accuracy {s['accuracy']:.1f}%, chance {chance:.1f}%"
+        else:
+            per = [s["per_language"].get(lang, {}).get("accuracy") for lang in languages]
+            out.append(f"| {desc} | {fmt(s['accuracy'])} | {fmt(s['macro_accuracy'])} | "
+                       + " | ".join(fmt(v) for v in per) + " |")
             continue
-        per = [s["per_language"].get(lang, {}).get("accuracy") for lang in languages]
-        out.append(f"| {desc} | {fmt(s['accuracy'])} | {fmt(s['macro_accuracy'])} | "
-                   + " | ".join(fmt(v) for v in per) + " |")
-        images.append(f"![confusion, {desc}](exp/lid-{name}/lid/confusion-test.png)")
+        out.append(f"| {desc} | {NOT_CONVERGED} ({why}) |" + " |" * (len(languages) + 1))
     return out + [""] + images
 
 
@@ -94,7 +103,7 @@ def main() -> None:
         f"## CER (%) on FLEURS test, greedy CTC, no LM (pre-trained vs from scratch; {a.codebooks} vs 1 codebooks)",
         "", *cer_table(a.exp, "test", a.languages, a.codebooks), "",
         "## CER (%) on FLEURS dev", "", *cer_table(a.exp, "dev", a.languages, a.codebooks), "",
-        "## FLEURS language ID: accuracy (%) on test", "", *lid_section(a.exp, a.languages, a.codebooks), "",
+        "## FLEURS language ID: accuracy (%) on test", "", *lid_section(a.exp, a.languages, a.codebooks, a.out.parent), "",
         "## BEST-RQ pre-training: validation masked-frame accuracy and codes in use", "",
         *best_rq_section(a.exp, a.codebooks, a.out.parent), "",
     ]
