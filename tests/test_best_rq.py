@@ -171,7 +171,10 @@ def test_stack_frames_groups_consecutive_frames():
 
 def test_pretraining_learns_and_fine_tuning_starts_from_the_encoder(tiny_corpus, tmp_path):
     """A tiny Conformer pre-trained with BEST-RQ on espeak-ng audio predicts masked codes far above chance with
-    many codes in use; `train --init-from` then builds an ASR model whose encoder is the pre-trained one."""
+    many codes in use; `train --init-from` then builds an ASR model whose encoder is the pre-trained one.
+    (Per-vector targets: with the default per-utterance ones the pauses of these six short clips share one code that
+    is ~50% of the masked groups from the start, so accuracy cannot show learning here; the mini FLEURS recipe
+    shows it for the default.)"""
     import json
     import subprocess
     import sys
@@ -186,7 +189,7 @@ def test_pretraining_learns_and_fine_tuning_starts_from_the_encoder(tiny_corpus,
     pre = tmp_path / "bestrq"
     r = subprocess.run([sys.executable, "-m", "icefall_ext.bin.train", "--exp-dir", str(pre), "--pretrain", "best-rq",
                         "--bestrq-codebooks", "2", "--bestrq-num-codes", "256", "--bestrq-mask-prob", "0.04",
-                        "--bestrq-mask-frames", "10", "--lr", "1e-2", "--max-updates", "300", "--valid-every-n", "50",
+                        "--bestrq-mask-frames", "10", "--bestrq-norm", "vector", "--lr", "1e-2", "--max-updates", "300", "--valid-every-n", "50",
                         *common], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     points = [json.loads(line) for line in (pre / "valid.jsonl").read_text().splitlines()]

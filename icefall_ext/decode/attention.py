@@ -2,7 +2,8 @@
 
 Each step re-runs the decoder over the prefixes (no key/value cache: the targets here are sentences of tens of
 tokens). Beam search keeps ``beam`` live prefixes per utterance, moves a prefix to the finished list when it emits
-``<eos>``, stops an utterance once ``beam`` prefixes have finished or its length cap is reached (only ``<eos>``
+``<eos>`` among the ``beam`` best candidates of a step, stops an utterance once ``beam`` prefixes have finished or
+its length cap is reached, unless a live prefix could still beat the best of them (only ``<eos>``
 is allowed at the cap), and returns the finished hypothesis with the best length-normalised score
 ``log P(y, eos) / (|y| + 1) ** length_penalty`` (``length_penalty`` 0: raw log-probability). The returned score
 is the raw log-probability, which a teacher-forced pass over the hypothesis reproduces.
@@ -89,17 +90,24 @@ def beam_search(decoder, memory: Tensor, memory_lens: Tensor, beam: int = 4, len
                         finished[i].append((norm(raw, len(prefixes[i][b]) + 1), prefixes[i][b], raw))
                 active[i] = False
                 continue
-            for raw, flat in zip(top_scores[i].tolist(), top_ids[i].tolist()):
+            for rank, (raw, flat) in enumerate(zip(top_scores[i].tolist(), top_ids[i].tolist())):
                 if raw == -math.inf:
                     break
                 b, token = divmod(flat, vocab)
                 if token == eos:
-                    finished[i].append((norm(raw, len(prefixes[i][b]) + 1), prefixes[i][b], raw))
+                    # an ending counts only when it ranks among the best `beam` candidates: weak early endings
+                    # would otherwise fill the finished list and stop the search before the good prefixes end
+                    if rank < beam:
+                        finished[i].append((norm(raw, len(prefixes[i][b]) + 1), prefixes[i][b], raw))
                 elif live < beam:
                     new_prefixes[i][live] = prefixes[i][b] + [token]
                     new_scores[i, live] = raw
                     live += 1
-            if len(finished[i]) >= beam or live == 0:
+            # done when nothing is live, or when `beam` hypotheses have ended and no live prefix can still beat the
+            # best of them (a prefix's raw score only falls; its normalised score is at most raw / (cap + 1) ** p)
+            best_live = max((float(new_scores[i, k]) for k in range(live)), default=-math.inf)
+            bound = norm(best_live, caps[i] + 1) if best_live > -math.inf else -math.inf
+            if live == 0 or (len(finished[i]) >= beam and max(f[0] for f in finished[i]) >= bound):
                 active[i] = False
         if not any(active):
             break
