@@ -141,6 +141,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         model, config, paths = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint, device)
     except (FileNotFoundError, ValueError) as e:
         die(str(e))
+    ckpt_desc = ",".join(p.name for p in paths)
     task = "st" if config.get("task") == "st" else "asr"
     if args.task not in ("auto", task):
         die(f"--task {args.task}, but {args.exp_dir} holds a {task} model")
@@ -154,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if any(m not in ST_METHODS for m in methods):
             die(f"a translation model decodes with {' / '.join(ST_METHODS)}")
         decode_translation_sets(model, tokenizer, sets, methods, device, out_dir, source=str(args.exp_dir),
-                                checkpoints=",".join(p.name for p in paths), beam=args.beam,
+                                checkpoints=ckpt_desc, beam=args.beam,
                                 length_penalty=args.length_penalty, max_duration=args.max_duration, tag=args.tag)
         return
     alpha, beta = args.alpha, args.beta
@@ -176,7 +177,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     amp = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     chunk = int(args.chunk_seconds * 100)
     overlap = int(args.chunk_overlap_seconds * 100)
-    ckpt_desc = ",".join(p.name for p in paths)
 
     for name, path in sets:
         cuts = CutSet.from_file(path).to_eager()

@@ -67,10 +67,10 @@ class SpeechTranslationObjective(Objective):
         """The MT pool = the training cuts' (transcript, translation) + the ``mt_text`` files."""
         pairs: List[Pair] = []
         if mt_scale > 0:
+            extra = read_mt_text(mt_text)
             pairs = [(cut_text(c), cut_translation(c)) for c in train_cuts]
-            pairs = [p for p in pairs if p[0] and p[1]] + read_mt_text(mt_text)
-            logger.info("joint MT: %d text pairs (%d from --mt-text), weight %.2f", len(pairs),
-                        len(pairs) - sum(1 for _ in train_cuts), mt_scale)
+            pairs = [p for p in pairs if p[0] and p[1]] + extra
+            logger.info("joint MT: %d text pairs (%d from --mt-text), weight %.2f", len(pairs), len(extra), mt_scale)
         return cls(source_tokenizer, pairs, mt_scale, seed)
 
     def source_ids(self, texts: Sequence[str]) -> Optional[List[List[int]]]:
