@@ -67,7 +67,7 @@ def test_every_results_row_learned_or_is_marked(recipe_run):
 
 def test_final_c_is_a_fine_tune_of_b(recipe_run, monkeypatch):
     """(c) starts from (b) and trains further: other parameters, other posteriors on the same utterances."""
-    from icefall_ext.bin.decode import iterate_batches
+    from icefall_ext.data.dataset import iterate_batches
     from icefall_ext.train.checkpoint import load_averaged_model
 
     work, _, _ = recipe_run

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -76,14 +76,6 @@ def parse_cut_args(items: List[str]) -> List[Tuple[str, Path]]:
     return out
 
 
-def iterate_batches(cuts, max_duration: float) -> Iterator[Dict]:
-    """Batches of features and reference texts in a fixed order, for decoding."""
-    from ..data.dataset import AsrDataset, make_dataloader, make_sampler
-
-    sampler = make_sampler(cuts, max_duration, shuffle=False, num_buckets=2)
-    yield from make_dataloader(AsrDataset(), sampler)
-
-
 def duration_bucket(duration: float, edges: List[float]) -> str:
     """Label of the bucket of ``duration``: "<10", "10-15", ..., ">20" for edges 10,15,20."""
     if duration < edges[0]:
@@ -126,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from lhotse import CutSet
     from tqdm import tqdm
 
-    from ..data.dataset import cut_language
+    from ..data.dataset import cut_language, iterate_batches
     from ..data.scoring import score
     from ..decode.results import write_results
     from ..data.tokenizer import BpeTokenizer, load_tokenizer

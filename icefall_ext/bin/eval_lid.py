@@ -85,10 +85,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         torch.set_num_threads(args.threads)
     from lhotse import CutSet
 
-    from ..data.dataset import cut_language
+    from ..data.dataset import cut_language, iterate_batches
     from ..decode.search import encode_batch
     from ..train.checkpoint import load_averaged_model, load_checkpoint
-    from .decode import iterate_batches, parse_cut_args
+    from .decode import parse_cut_args
 
     sets = parse_cut_args(args.cuts)
     try:

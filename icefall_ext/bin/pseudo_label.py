@@ -55,7 +55,7 @@ def label_shard(model, tokenizer, cuts, device, args):
     from tqdm import tqdm
 
     from ..decode.search import decode_encoder_output, encode_batch
-    from .decode import iterate_batches
+    from ..data.dataset import iterate_batches
 
     by_id = {c.id: c for c in cuts}
     out = []

@@ -49,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..decode.lm_tuning import grid_search_alpha_beta
     from ..decode.ngram import NgramLm
     from ..train.checkpoint import load_averaged_model
-    from .decode import iterate_batches
+    from ..data.dataset import iterate_batches
 
     for p in (args.cuts, args.lm):
         if not p.is_file():

@@ -157,3 +157,9 @@ def make_dataloader(dataset: AsrDataset, sampler, num_workers: int = 0) -> torch
         dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
         persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0),
     )
+
+
+def iterate_batches(cuts: CutSet, max_duration: float, target: str = "text"):
+    """Batches of features and references (``target``: "text" or "translation") in a fixed order, for decoding."""
+    sampler = make_sampler(cuts, max_duration, shuffle=False, num_buckets=2)
+    yield from make_dataloader(AsrDataset(target=target), sampler)

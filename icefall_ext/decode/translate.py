@@ -36,13 +36,12 @@ def translate_cuts(model, tokenizer, cuts, method: str, device: torch.device, ma
     """(cut id, reference translation, hypothesis) for every cut."""
     from tqdm import tqdm
 
-    from ..data.dataset import AsrDataset, make_dataloader, make_sampler
+    from ..data.dataset import iterate_batches
     from .attention import beam_search, greedy_search
 
-    sampler = make_sampler(cuts, max_duration, shuffle=False, num_buckets=2)
     out = []
     with torch.no_grad():
-        for batch in tqdm(make_dataloader(AsrDataset(target="translation"), sampler), desc=desc, mininterval=5.0):
+        for batch in tqdm(iterate_batches(cuts, max_duration, target="translation"), desc=desc, mininterval=5.0):
             enc, enc_lens = model.forward_encoder(batch["features"].to(device), batch["feature_lens"].to(device))
             if method == "st-greedy":
                 found = greedy_search(model.decoder, enc.float(), enc_lens)

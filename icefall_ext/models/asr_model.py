@@ -6,17 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icefall_ext.models.heads import CtcHead, Decoder, Joiner, LidHead
-
-
-def _pad_labels(y: list[list[int]], padding_value: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Ragged label lists -> ((N, max(1, max U)) int64 padded, (N,) lengths)."""
-    max_len = max([1] + [len(seq) for seq in y])
-    padded = torch.full((len(y), max_len), padding_value, dtype=torch.int64)
-    for i, seq in enumerate(y):
-        padded[i, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
-    lengths = torch.tensor([len(seq) for seq in y], dtype=torch.int64)
-    return padded.to(device), lengths.to(device)
+from icefall_ext.models.heads import CtcHead, Decoder, Joiner, LidHead, pad_labels
 
 
 class AsrModel(nn.Module):
@@ -88,7 +78,7 @@ class AsrModel(nn.Module):
         encoder_out, encoder_out_lens = self.forward_encoder(x, x_lens)
         losses: dict[str, Tensor] = {}
         if self.ctc is not None:
-            losses["ctc"] = self._ctc_loss(encoder_out, encoder_out_lens, y)
+            losses["ctc"] = self.ctc.loss(encoder_out, encoder_out_lens, y, blank=self.blank_id)
         if self.lid is not None and lang is not None:
             logits = self.lid_logits(encoder_out, encoder_out_lens)
             losses["lid"] = F.cross_entropy(logits.float(), lang.to(logits.device), reduction="sum")
@@ -98,21 +88,6 @@ class AsrModel(nn.Module):
             )
         losses["num_frames"] = encoder_out_lens.sum().to(torch.float32)
         return losses
-
-    def _ctc_loss(self, encoder_out: Tensor, encoder_out_lens: Tensor, y: list[list[int]]) -> Tensor:
-        log_probs = self.ctc_log_probs(encoder_out).float()
-        device = log_probs.device
-        targets = torch.tensor([token for seq in y for token in seq], dtype=torch.int64, device=device)
-        target_lens = torch.tensor([len(seq) for seq in y], dtype=torch.int64, device=device)
-        return F.ctc_loss(
-            log_probs.transpose(0, 1),
-            targets,
-            encoder_out_lens,
-            target_lens,
-            blank=self.blank_id,
-            reduction="sum",
-            zero_infinity=True,
-        )
 
     def _transducer_losses(
         self,
@@ -128,7 +103,7 @@ class AsrModel(nn.Module):
         from icefall_ext.losses import do_rnnt_pruning, get_rnnt_prune_ranges, rnnt_loss_pruned, rnnt_loss_smoothed
 
         device = encoder_out.device
-        y_padded, y_lens = _pad_labels(y, padding_value=self.blank_id, device=device)
+        y_padded, y_lens = pad_labels(y, padding_value=self.blank_id, device=device)
         decoder_out = self.decoder(F.pad(y_padded, (1, 0), value=self.blank_id))  # (N, U + 1, decoder_dim)
 
         boundary = torch.zeros(len(y), 4, dtype=torch.int64, device=device)

@@ -78,6 +78,25 @@ class CtcHead(nn.Module):
         """(N, T, D) -> (N, T, vocab_size) log-probabilities."""
         return self.output(encoder_out).log_softmax(dim=-1)
 
+    def loss(self, encoder_out: Tensor, encoder_out_lens: Tensor, y: list[list[int]], blank: int = 0) -> Tensor:
+        """Summed CTC loss (float32; impossible alignments count as zero) of label lists ``y``."""
+        log_probs = self(encoder_out).float()
+        device = log_probs.device
+        targets = torch.tensor([token for seq in y for token in seq], dtype=torch.int64, device=device)
+        target_lens = torch.tensor([len(seq) for seq in y], dtype=torch.int64, device=device)
+        return F.ctc_loss(log_probs.transpose(0, 1), targets, encoder_out_lens, target_lens, blank=blank,
+                          reduction="sum", zero_infinity=True)
+
+
+def pad_labels(y: list[list[int]], padding_value: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Ragged label lists -> ((N, max(1, max U)) int64 padded, (N,) lengths)."""
+    max_len = max([1] + [len(seq) for seq in y])
+    padded = torch.full((len(y), max_len), padding_value, dtype=torch.int64)
+    for i, seq in enumerate(y):
+        padded[i, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
+    lengths = torch.tensor([len(seq) for seq in y], dtype=torch.int64)
+    return padded.to(device), lengths.to(device)
+
 
 class LidHead(nn.Module):
     """Utterance-level language ID: mean over valid frames, then a linear classifier."""

@@ -13,12 +13,10 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Tuple
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention_decoder import AttentionDecoder, sinusoidal_positions
-from .heads import CtcHead
+from .heads import CtcHead, pad_labels
 
 
 class TextFrontEnd(nn.Module):
@@ -71,19 +69,11 @@ class SpeechTranslationModel(nn.Module):
         out: Dict[str, Tensor] = {}
         out["st"], out["num_tokens"] = self.decoder.loss(enc, enc_lens, targets, self.label_smoothing)
         if self.source_ctc is not None and source is not None:
-            log_probs = self.source_ctc(enc).float()
-            flat = torch.tensor([t for s in source for t in s], dtype=torch.int64, device=enc.device)
-            lens = torch.tensor([len(s) for s in source], dtype=torch.int64, device=enc.device)
-            out["ctc"] = F.ctc_loss(log_probs.transpose(0, 1), flat, enc_lens, lens, blank=0, reduction="sum",
-                                    zero_infinity=True)
+            out["ctc"] = self.source_ctc.loss(enc, enc_lens, source)
         return out
 
     def mt_loss(self, source: List[List[int]], targets: List[List[int]]) -> Tensor:
         """Summed label-smoothed CE of translating source character sequences (text input)."""
-        device = next(self.parameters()).device
-        lens = torch.tensor([max(1, len(s)) for s in source], dtype=torch.int64, device=device)
-        ids = torch.zeros(len(source), int(lens.max()), dtype=torch.int64, device=device)
-        for i, s in enumerate(source):
-            ids[i, : len(s)] = torch.tensor(s, dtype=torch.int64)
-        enc, enc_lens = self.encode_text(ids, lens)
+        ids, lens = pad_labels(source, padding_value=0, device=next(self.parameters()).device)
+        enc, enc_lens = self.encode_text(ids, lens.clamp(min=1))
         return self.decoder.loss(enc, enc_lens, targets, self.label_smoothing)[0]
