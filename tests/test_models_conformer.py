@@ -10,6 +10,7 @@ from icefall_ext.models.conformer import (
     Conformer,
     RelPositionMultiheadAttention,
     chunk_attention_mask,
+    local_attention_mask,
 )
 from icefall_ext.models.subsampling import Conv2dSubsampling
 
@@ -195,3 +196,210 @@ def test_rel_shift_is_a_gather():
         for i in range(num_queries):
             for j in range(num_keys):
                 torch.testing.assert_close(shifted[..., i, j], scores[..., i, num_queries - 1 - i + j])
+
+
+# --- restricted attention of non-causal models: attention="chunk" | "local" (USM §2.4) ---------------------------
+
+
+def _visible_keys(mode: str, num_frames: int, chunk: int = 0, left: int = 0, right: int = 0):
+    """Brute-force key sets per query frame: "full", own "chunk", or "local" window."""
+    if mode == "full":
+        return [set(range(num_frames)) for _ in range(num_frames)]
+    if mode == "chunk":
+        return [{j for j in range(num_frames) if j // chunk == i // chunk} for i in range(num_frames)]
+    return [{j for j in range(num_frames) if i - left <= j <= i + right} for i in range(num_frames)]
+
+
+def _expected_changed(perturbed: set, visible, kernel: int, num_layers: int) -> set:
+    """Output frames that can depend on ``perturbed`` input frames of ``forward_layers``: per block, attention
+    spreads a change to the queries that see it (plus the residual), the depthwise conv to +-(kernel-1)/2 frames;
+    FFNs and norms are per frame."""
+    changed, half, num_frames = set(perturbed), (kernel - 1) // 2, len(visible)
+    for _ in range(num_layers):
+        changed |= {i for i in range(num_frames) if visible[i] & changed}
+        changed = {i for c in changed for i in range(c - half, c + half + 1) if 0 <= i < num_frames}
+    return changed
+
+
+def _changed_frames(model: Conformer, x: torch.Tensor, perturbed: list, lens=None) -> set:
+    lens = torch.tensor([x.size(1)] * x.size(0)) if lens is None else lens
+    y = x.clone()
+    y[:, perturbed] += 10.0 * torch.randn(x.size(0), len(perturbed), x.size(2))
+    with torch.no_grad():
+        a, _ = model.forward_layers(x, lens)
+        b, _ = model.forward_layers(y, lens)
+    diff = (a - b).abs().amax(dim=(0, 2))
+    # blocked keys get a weight of exactly 0, so independent frames are bit-identical
+    assert bool(((diff == 0) | (diff > 1e-6)).all()), diff  # no ambiguous frame
+    return {i for i in range(x.size(1)) if diff[i] > 0}
+
+
+def test_local_mask_against_brute_force():
+    for num_frames, left, right in [(9, 2, 1), (7, 0, 0), (6, 0, 3), (5, 10, 10), (1, 2, 2)]:
+        mask = local_attention_mask(num_frames, left, right, torch.device("cpu"))
+        assert mask.shape == (num_frames, num_frames) and mask.dtype == torch.bool
+        for i in range(num_frames):
+            for j in range(num_frames):
+                assert bool(mask[i, j]) == (not (i - left <= j <= i + right))
+
+
+def test_chunk_mask_without_left_context_is_own_chunk_only():
+    for num_frames, chunk in [(11, 4), (8, 8), (5, 1), (7, 10)]:
+        mask = chunk_attention_mask(num_frames, chunk, 0, torch.device("cpu"))
+        for i in range(num_frames):
+            for j in range(num_frames):
+                assert bool(mask[i, j]) == (i // chunk != j // chunk)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_chunk_attention_blocks_attention_across_chunks_but_not_convolution(num_layers):
+    chunk, kernel, num_frames = 8, 5, 40  # 5 chunks
+    model = tiny_conformer(num_layers=num_layers, cnn_module_kernel=kernel, attention="chunk",
+                           attention_chunk_frames=chunk)
+    visible = _visible_keys("chunk", num_frames, chunk=chunk)
+    torch.manual_seed(3)
+    x = torch.randn(2, num_frames, 32)
+    for perturbed in ([20], [16, 17], [23], [12]):  # inside chunk 2 (frames 16..23) and chunk 1
+        changed = _changed_frames(model, x, perturbed)
+        assert changed == _expected_changed(set(perturbed), visible, kernel, num_layers), perturbed
+    changed = _changed_frames(model, x, [20])
+    if num_layers == 1:  # the whole chunk (attention) and 2 frames either side of it (convolution): 14..25
+        assert changed == set(range(14, 26))
+    else:
+        assert min(changed) > 0 and max(changed) < num_frames - 1  # far frames untouched even with 2 layers
+    full = tiny_conformer(num_layers=num_layers, cnn_module_kernel=kernel)
+    assert _changed_frames(full, x, [20]) == set(range(num_frames))
+
+
+def test_chunk_attention_with_padding_matches_unpadded():
+    model = tiny_conformer(attention="chunk", attention_chunk_frames=3)
+    lengths = [41, 29, 16]
+    x = torch.randn(len(lengths), max(lengths), FEATURES)
+    batch_out, batch_lens = model(x, torch.tensor(lengths))
+    assert torch.isfinite(batch_out).all()
+    for i, length in enumerate(lengths):
+        alone, _ = model(x[i : i + 1, :length], torch.tensor([length]))
+        torch.testing.assert_close(batch_out[i, : alone.size(1)], alone[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kernel,left,right", [(1, 3, 2), (5, 4, 0), (3, 0, 1)])
+def test_local_attention_window(kernel, left, right):
+    num_frames = 20
+    model = tiny_conformer(num_layers=1, cnn_module_kernel=kernel, attention="local", attention_left=left,
+                           attention_right=right)
+    visible = _visible_keys("local", num_frames, left=left, right=right)
+    torch.manual_seed(4)
+    x = torch.randn(1, num_frames, 32)
+    for p in (0, 7, 19):
+        assert _changed_frames(model, x, [p]) == _expected_changed({p}, visible, kernel, 1)
+    if kernel == 1:  # frame i depends exactly on [i - left, i + right]
+        i = 10
+        outside = [j for j in range(num_frames) if not i - left <= j <= i + right]
+        assert i not in _changed_frames(model, x, outside)
+        for j in range(i - left, i + right + 1):
+            assert i in _changed_frames(model, x, [j])
+
+
+def test_restricted_attention_forward_layers_takes_text_like_input():
+    """forward_layers (the text-input entry of speech translation) works with any length, shorter than a chunk."""
+    model = tiny_conformer(attention="chunk", attention_chunk_frames=200)
+    full = tiny_conformer()
+    x, lens = torch.randn(2, 7, 32), torch.tensor([7, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_layers(x, lens)[0], full.forward_layers(x, lens)[0])
+    local = tiny_conformer(attention="local", attention_left=1, attention_right=1)
+    out, out_lens = local.forward_layers(x, lens)
+    assert out.shape == (2, 7, 32) and out_lens.tolist() == [7, 4] and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(attention="sliding"), "choose from full, chunk, local"),
+    (dict(attention="chunk", causal=True), "non-causal"),
+    (dict(attention="local", causal=True, chunk_size=4), "non-causal"),
+    (dict(attention="chunk", attention_chunk_frames=0), "attention_chunk_frames"),
+    (dict(attention="local", attention_left=-1), "attention_left"),
+])
+def test_restricted_attention_argument_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Conformer(feature_dim=FEATURES, d_model=32, num_layers=1, num_heads=4, **kwargs)
+
+
+def test_restricted_attention_survives_the_model_config_round_trip():
+    import json
+
+    from icefall_ext.models.presets import build_encoder, build_model, model_config_from_preset
+
+    config = model_config_from_preset("conformer-tiny", vocab_size=12,
+                                      encoder_kwargs={"attention": "chunk", "attention_chunk_frames": 3})
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    rebuilt = build_model(json.loads(json.dumps(config))).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert (rebuilt.encoder.attention, rebuilt.encoder.attention_chunk_frames) == ("chunk", 3)
+    x, lens = torch.randn(2, 80, 80), torch.tensor([80, 61])
+    with torch.no_grad():
+        a, a_lens = model.encoder(x, lens)
+        b, b_lens = rebuilt.encoder(x, lens)
+        unrestricted = build_model(model_config_from_preset("conformer-tiny", vocab_size=12)).eval()
+        unrestricted.load_state_dict(model.state_dict())
+        c, _ = unrestricted.encoder(x, lens)
+    assert torch.equal(a, b) and torch.equal(a_lens, b_lens)
+    assert (a - c).abs().max() > 1e-3  # the setting took effect
+    with pytest.raises(ValueError, match="conformer only"):
+        build_encoder(model_config_from_preset("zipformer-tiny", vocab_size=12,
+                                               encoder_kwargs={"attention": "chunk"}))
+
+
+def test_train_attention_flags_become_encoder_kwargs():
+    from icefall_ext.bin.train import apply_attention, attention_encoder_kwargs, get_parser
+    from icefall_ext.models.presets import model_config_from_preset
+
+    base = ["--exp-dir", "e", "--train-cuts", "t.jsonl.gz"]
+    parse = lambda *extra: attention_encoder_kwargs(get_parser().parse_args(base + list(extra)))  # noqa: E731
+    assert parse() == {}
+    assert parse("--attention", "chunk") == {"attention": "chunk", "attention_chunk_frames": 200}
+    assert parse("--attention", "chunk", "--attention-chunk-seconds", "2.0") == {
+        "attention": "chunk", "attention_chunk_frames": 50}
+    assert parse("--attention", "local") == {"attention": "local", "attention_left": 128, "attention_right": 128}
+    assert parse("--attention", "local", "--attention-left-frames", "64", "--attention-right-frames", "0") == {
+        "attention": "local", "attention_left": 64, "attention_right": 0}
+    with pytest.raises(ValueError, match="shorter than one encoder frame"):
+        parse("--attention", "chunk", "--attention-chunk-seconds", "0.01")
+
+    config = model_config_from_preset("conformer-tiny", vocab_size=12)
+    apply_attention(config, parse("--attention", "chunk", "--attention-chunk-seconds", "4"))
+    assert config["encoder_kwargs"]["attention_chunk_frames"] == 100 and config["encoder_kwargs"]["d_model"] == 64
+    zipformer = model_config_from_preset("zipformer-tiny", vocab_size=12)
+    with pytest.raises(ValueError, match="needs a conformer encoder"):
+        apply_attention(zipformer, parse("--attention", "local"))
+    apply_attention(zipformer, parse("--attention", "full"))  # nothing to do
+    assert "attention" not in zipformer["encoder_kwargs"]
+
+
+def test_chunk_attention_ctc_onnx_export_matches_pytorch(tmp_path):
+    """The non-streaming CTC export traces the chunk mask from the dynamic frame count: onnxruntime equals PyTorch
+    at lengths other than the traced example's (100 feature frames -> 24 encoder frames)."""
+    import onnxruntime as ort
+
+    from icefall_ext.export.onnx_export import export_ctc
+    from icefall_ext.models.presets import build_model, model_config_from_preset
+
+    config = model_config_from_preset("conformer-tiny", vocab_size=12, feature_dim=FEATURES,
+                                      encoder_kwargs={"attention": "chunk", "attention_chunk_frames": 5})
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    (path,) = export_ctc(model, config, tmp_path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for lengths in ([187, 130], [43], [100, 100, 61]):
+        x = torch.randn(len(lengths), max(lengths), FEATURES)
+        x_lens = torch.tensor(lengths, dtype=torch.int64)
+        with torch.no_grad():
+            enc, enc_lens = model.encoder(x, x_lens)
+            expected = model.ctc(enc)
+        log_probs, log_probs_len = session.run(None, {"x": x.numpy(), "x_lens": x_lens.numpy()})
+        assert log_probs_len.tolist() == enc_lens.tolist()
+        for i, n in enumerate(enc_lens.tolist()):
+            np_ref = expected[i, :n].numpy()
+            assert abs(log_probs[i, :n] - np_ref).max() < 1e-4, lengths

@@ -4,6 +4,15 @@ Block: x + 1/2 FFN -> x + rel-pos MHSA -> x + Conv module -> x + 1/2 FFN -> Laye
 module pre-normalised (LayerNorm) and followed by dropout. The self-attention uses
 Transformer-XL relative positions: score(i, j) = (q_i + u) k_j + (q_i + v) W_pos R(i - j).
 
+Restricted attention for long-form audio in a non-streaming model (``attention``, USM §2.4):
+``"chunk"`` lets each frame attend only to its own non-overlapping chunk of ``attention_chunk_frames``
+frames (after subsampling, 40 ms each: 200 = 8 s; :func:`chunk_attention_mask` with no left context),
+``"local"`` to a sliding window of ``attention_left`` past and ``attention_right`` future frames
+(:func:`local_attention_mask`); ``"full"`` (default) is unrestricted. Only self-attention is restricted:
+the (non-causal) convolutions and everything else still see across chunk edges, so information
+crosses chunks through the convolutions of stacked layers. Masks are built from the actual number of
+frames of each call (and stay dynamic in a traced ONNX graph).
+
 Streaming (``causal=True``): the depthwise convolution pads on the left only, attention is
 restricted to chunks of ``chunk_size`` frames plus ``left_context`` frames of history, and
 ``streaming_forward`` carries three explicit state tensors
@@ -60,6 +69,16 @@ def chunk_attention_mask(num_frames: int, chunk_size: int, left_context: int, de
     if left_context >= 0:
         blocked = blocked | (frames.unsqueeze(0) < (chunk_start - left_context).unsqueeze(1))
     return blocked
+
+
+def local_attention_mask(num_frames: int, left: int, right: int, device: torch.device) -> Tensor:
+    """(T, T) bool mask, True where query frame i may NOT attend key frame j.
+
+    Frame i sees the frames ``[i - left, i + right]`` (clipped to the sequence): a sliding window.
+    """
+    frames = torch.arange(num_frames, device=device)
+    offset = frames.unsqueeze(0) - frames.unsqueeze(1)  # [i, j] = j - i
+    return (offset < -left) | (offset > right)
 
 
 class RelPositionMultiheadAttention(nn.Module):
@@ -234,7 +253,16 @@ class Conformer(nn.Module):
         -1 = full context.
       left_context: history frames (after subsampling) a chunk may attend to; -1 = unlimited
         (not streamable). Used whenever chunking is active.
+      attention: self-attention restriction of a non-causal model: "full", "chunk" (each frame
+        sees only its own chunk of ``attention_chunk_frames`` frames) or "local" (frames
+        ``[i - attention_left, i + attention_right]``). Convolutions are not restricted.
+        Not combinable with ``causal=True`` (streaming has its own chunking).
+      attention_chunk_frames: chunk of ``attention="chunk"`` in frames after subsampling (40 ms
+        each; 200 = 8 s, USM).
+      attention_left, attention_right: window of ``attention="local"`` in frames (USM: 128/128).
     """
+
+    ATTENTION_MODES = ("full", "chunk", "local")
 
     subsampling_factor = 4
 
@@ -254,10 +282,23 @@ class Conformer(nn.Module):
         left_context: int = 64,
         max_chunk_size: int = 25,
         full_context_prob: float = 0.5,
+        attention: str = "full",
+        attention_chunk_frames: int = 200,
+        attention_left: int = 128,
+        attention_right: int = 128,
     ) -> None:
         super().__init__()
         if dynamic_chunk_training and not causal:
             raise ValueError("dynamic_chunk_training needs causal=True")
+        if attention not in self.ATTENTION_MODES:
+            raise ValueError(f"attention={attention!r}; choose from {', '.join(self.ATTENTION_MODES)}")
+        if attention != "full" and causal:
+            raise ValueError(f"attention={attention!r} is for non-causal models; causal=True (streaming) "
+                             "restricts attention with its own chunk_size/left_context")
+        if attention_chunk_frames < 1:
+            raise ValueError(f"attention_chunk_frames must be >= 1, got {attention_chunk_frames}")
+        if attention_left < 0 or attention_right < 0:
+            raise ValueError(f"attention_left/attention_right must be >= 0, got {attention_left}/{attention_right}")
         self.feature_dim = feature_dim
         self.output_dim = d_model
         self.num_layers = num_layers
@@ -268,6 +309,10 @@ class Conformer(nn.Module):
         self.left_context = left_context
         self.max_chunk_size = max_chunk_size
         self.full_context_prob = full_context_prob
+        self.attention = attention
+        self.attention_chunk_frames = attention_chunk_frames
+        self.attention_left = attention_left
+        self.attention_right = attention_right
         self.encoder_embed = Conv2dSubsampling(feature_dim, d_model, subsampling_channels, dropout)
         self.pad_length = self.encoder_embed.pad_length
         self.layers = nn.ModuleList(
@@ -285,20 +330,32 @@ class Conformer(nn.Module):
             return int(torch.randint(1, self.max_chunk_size + 1, ()).item())
         return self.chunk_size
 
+    def attention_mask(self, num_frames: int, device: torch.device) -> Optional[Tensor]:
+        """(T, T) bool mask (True = blocked) of this forward pass's attention restriction, or None
+        for full context. Draws the dynamic chunk size in causal training mode."""
+        chunk = self._attention_chunk_size(num_frames)
+        if chunk > 0:
+            return chunk_attention_mask(num_frames, chunk, self.left_context, device)
+        if self.attention == "chunk":
+            return chunk_attention_mask(num_frames, self.attention_chunk_frames, 0, device)
+        if self.attention == "local":
+            return local_attention_mask(num_frames, self.attention_left, self.attention_right, device)
+        return None
+
     def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
         """x (N, T, F) float, x_lens (N,) int64 -> (out (N, T', D), out_lens (N,))."""
         return self.forward_layers(*self.encoder_embed(x, x_lens))
 
     def forward_layers(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         """The Conformer blocks alone on already embedded input (N, T', D): the entry point of other modalities
-        (e.g. text embeddings) into the shared encoder."""
+        (e.g. text embeddings) into the shared encoder. The attention restriction (causal chunks, or
+        ``attention`` chunk/local) applies to any input, positions counted in its own frames."""
         num_frames = x.size(1)
         pad_mask = make_pad_mask(lens, num_frames)
         attn_mask = pad_mask.unsqueeze(1)
-        chunk = self._attention_chunk_size(num_frames)
-        if chunk > 0:
-            chunk_mask = chunk_attention_mask(num_frames, chunk, self.left_context, x.device)
-            attn_mask = attn_mask | chunk_mask.unsqueeze(0)
+        restriction = self.attention_mask(num_frames, x.device)
+        if restriction is not None:
+            attn_mask = attn_mask | restriction.unsqueeze(0)
         for layer in self.layers:
             x = layer(x, attn_mask, pad_mask)
         return x, lens
