@@ -7,7 +7,8 @@
 Types: ``transducer`` (encoder/decoder/joiner.onnx for OfflineRecognizer.from_transducer), ``ctc`` (model.onnx
 for OfflineRecognizer.from_zipformer_ctc), ``streaming-transducer`` (a causal model, for
 OnlineRecognizer.from_transducer), ``auto`` (transducer when the model has one, else ctc). ``--int8 true`` also
-writes dynamically quantised ``*.int8.onnx``. Decode the result with ``python -m icefall_ext.bin.sherpa_decode``.
+writes dynamically quantised ``*.int8.onnx``. A model with per-language adapters is exported one language at a
+time: ``--adapter-language de`` folds the German adapters into the graph (one ordinary model per language). Decode the result with ``python -m icefall_ext.bin.sherpa_decode``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-chunk-len", type=int, default=32,
                    help="streaming: feature frames (10 ms) per chunk (default: %(default)s)")
     p.add_argument("--int8", type=str2bool, default=False, help="also write int8-quantised *.int8.onnx")
+    p.add_argument("--adapter-language", default=None,
+                   help="a model with per-language adapters: the language whose adapters are folded in (required)")
     return p
 
 
@@ -85,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         export_type = resolve_type(args.type, model)
         tokens = checkpoint_tokens(paths[-1], args.lang_dir)
         export_model(model, config, tokens, out_dir, export_type, decode_chunk_len=args.decode_chunk_len,
-                     int8=args.int8)
+                     int8=args.int8, adapter_language=args.adapter_language)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         logger.debug("export failed", exc_info=True)
         die(str(e).splitlines()[0])

@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -44,6 +44,9 @@ logger = logging.getLogger("icefall_ext.train")
 
 # --heads -> (CTC head, transducer heads); "lid": a language-ID classifier only (needs --lid-scale > 0)
 HEADS = {"ctc": (True, False), "transducer": (False, True), "hybrid": (True, True), "lid": (False, False)}
+
+# seconds per encoder output frame: 10 ms feature frames subsampled x4 (--attention-chunk-seconds -> frames)
+ENCODER_FRAME_SECONDS = 0.04
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -68,7 +71,23 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture-from", default=None,
                    help="checkpoint file or exp dir whose architecture is built with fresh random weights (a "
                         "from-scratch twin of an --init-from run)")
-    p.add_argument("--freeze-encoder", type=str2bool, default=False, help="train only the heads")
+    p.add_argument("--freeze-encoder", type=str2bool, default=False,
+                   help="train only the heads (and the adapters, which are not part of the encoder)")
+    p.add_argument("--train-heads", type=str2bool, default=True,
+                   help="false: freeze the output heads too (with --freeze-encoder true --adapters true only the "
+                        "adapters train)")
+    g = p.add_argument_group("per-language residual adapters on every encoder block (USM §2.6; one adapter per "
+                             "language of <lang-dir>/languages.txt; each utterance is routed by its cut's language)")
+    g.add_argument("--adapters", type=str2bool, default=None,
+                   help="true: add adapters (zero-initialised: the model's output is unchanged); false: none "
+                        "(default: keep --init-from's / --architecture-from's; none for a new model)")
+    g.add_argument("--adapter-bottleneck", type=int, default=0,
+                   help="adapter inner width B; 0: sized by --adapter-fraction (default: %(default)s)")
+    g.add_argument("--adapter-fraction", type=float, default=0.02,
+                   help="with --adapter-bottleneck 0: parameters of one language's adapters as a fraction of the "
+                        "encoder's (USM: 2.3%%; default: %(default)s)")
+    g.add_argument("--adapter-activation", choices=["relu", "gelu"], default="relu",
+                   help="non-linearity of new adapters (default: %(default)s)")
     p.add_argument("--task", choices=["asr", "st"], default="asr",
                    help="st: speech translation (encoder + attention decoder) of the cuts' translated_text")
     p.add_argument("--pretrain", choices=["none", "best-rq"], default="none",
@@ -83,6 +102,17 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--bestrq-norm", choices=["utterance", "vector"], default="utterance",
                    help="target normalisation: each feature dimension over the utterance (default) or each stacked "
                         "vector over its features (pauses then get random codes)")
+    g = p.add_argument_group("restricted self-attention of a non-causal Conformer for long-form audio (USM §2.4); "
+                             "saved in the model config's encoder_kwargs")
+    g.add_argument("--attention", choices=["full", "chunk", "local"], default=None,
+                   help="chunk: attention within non-overlapping chunks only; local: a sliding window; full: "
+                        "unrestricted (default: keep the preset's or --init-from checkpoint's setting; presets: full)")
+    g.add_argument("--attention-chunk-seconds", type=float, default=8.0,
+                   help="chunk duration of --attention chunk (encoder frames of 40 ms; default: %(default)s)")
+    g.add_argument("--attention-left-frames", type=int, default=128,
+                   help="past encoder frames of --attention local (default: %(default)s)")
+    g.add_argument("--attention-right-frames", type=int, default=128,
+                   help="future encoder frames of --attention local (default: %(default)s)")
     p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--verbose", type=str2bool, default=False)
@@ -95,6 +125,45 @@ def _relaunch_with_torchrun(world_size: int) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
            "-m", "icefall_ext.bin.train"] + argv
     os.execv(sys.executable, cmd)
+
+
+def configure_adapters(model_config: Dict[str, Any], args: argparse.Namespace, languages: List[str]) -> None:
+    """Add, keep or drop the ``"adapters"`` entry of a new run's model config (in place) as ``--adapters*`` ask.
+
+    Adapters cover ``languages`` (the LID table); a checkpoint's adapters keep their bottleneck and activation
+    (:func:`~icefall_ext.train.init.transfer_weights` maps their rows by language). Raises ValueError when
+    adapters are asked of a model that cannot have them or without a language table.
+    """
+    from ..models.adapters import bottleneck_for_fraction
+    from ..models.presets import build_encoder
+
+    existing = dict(model_config.get("adapters") or {})
+    if not (existing if args.adapters is None else args.adapters):
+        model_config.pop("adapters", None)
+        return
+    if args.task == "st" or args.pretrain != "none":
+        raise ValueError("--adapters true is for ASR models (not --task st or --pretrain)")
+    if not languages:
+        raise ValueError(f"--adapters true needs {Path(args.lang_dir) / 'languages.txt'} (one adapter per language)")
+    adapters = {"languages": list(languages), "bottleneck": existing.get("bottleneck", 0),
+                "activation": existing.get("activation", args.adapter_activation)}
+    if args.adapter_bottleneck > 0:
+        adapters["bottleneck"] = args.adapter_bottleneck
+    elif not adapters["bottleneck"]:
+        with torch.random.fork_rng(devices=[]):  # counting parameters must not move the model's initial weights
+            adapters["bottleneck"] = bottleneck_for_fraction(build_encoder(model_config), args.adapter_fraction)
+    model_config["adapters"] = adapters
+
+
+def freeze_for_training(model: torch.nn.Module, freeze_encoder: bool, train_heads: bool) -> int:
+    """Freeze the encoder (``freeze_encoder``) and/or everything outside the encoder and the adapters
+    (``train_heads`` false); returns the number of trainable parameters."""
+    for name, p in model.named_parameters():
+        if freeze_encoder and name.startswith("encoder."):
+            p.requires_grad_(False)
+        elif not train_heads and not name.startswith(("encoder.", "adapters.")):
+            p.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _resolve_init_from(path: str) -> Path:
@@ -111,8 +180,48 @@ def _resolve_init_from(path: str) -> Path:
     return p
 
 
+def attention_encoder_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    """The Conformer ``encoder_kwargs`` asked for by ``--attention*`` (empty without ``--attention``).
+
+    Raises ValueError for a chunk shorter than one encoder frame or a negative window.
+    """
+    if args.attention is None:
+        return {}
+    if args.attention == "chunk":
+        frames = round(args.attention_chunk_seconds / ENCODER_FRAME_SECONDS)
+        if frames < 1:
+            raise ValueError(f"--attention-chunk-seconds {args.attention_chunk_seconds} is shorter than one "
+                             f"encoder frame ({ENCODER_FRAME_SECONDS} s)")
+        return {"attention": "chunk", "attention_chunk_frames": frames}
+    if args.attention == "local":
+        if args.attention_left_frames < 0 or args.attention_right_frames < 0:
+            raise ValueError("--attention-left-frames/--attention-right-frames must be >= 0")
+        return {"attention": "local", "attention_left": args.attention_left_frames,
+                "attention_right": args.attention_right_frames}
+    return {"attention": "full"}
+
+
+def apply_attention(model_config: Dict[str, Any], attention: Dict[str, Any]) -> None:
+    """Merge :func:`attention_encoder_kwargs` into a new run's model config (in place).
+
+    Raises ValueError when a restricted attention is asked of a non-Conformer encoder.
+    """
+    if not attention:
+        return
+    if model_config["encoder"] != "conformer":
+        if attention["attention"] == "full":
+            return
+        raise ValueError(f"--attention {attention['attention']} needs a conformer encoder (--preset conformer-*); "
+                         f"this model's encoder is the {model_config['encoder']}")
+    model_config["encoder_kwargs"] = {**model_config["encoder_kwargs"], **attention}
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    try:
+        attention = attention_encoder_kwargs(args)
+    except ValueError as e:
+        get_parser().error(str(e))
     if args.world_size > 1 and "LOCAL_RANK" not in os.environ:
         _relaunch_with_torchrun(args.world_size)
     rank = int(os.environ.get("RANK", 0))
@@ -177,6 +286,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     if model_config_path.is_file():
         model_config = json.loads(model_config_path.read_text())
         logger.info("using the model config of the existing experiment %s", model_config_path)
+        saved = model_config.get("encoder_kwargs", {})
+        if any(saved.get(k, "full" if k == "attention" else None) != v for k, v in attention.items()):
+            logger.warning("--attention options differ from the existing experiment's config: ignored (%s)",
+                           {k: saved.get(k) for k in attention})
+        attention = {}
     elif args.task == "st":
         overrides = json.loads(args.model_overrides)
         try:
@@ -216,6 +330,18 @@ def main(argv: Optional[List[str]] = None) -> None:
                 num_codebooks=args.bestrq_codebooks, num_codes=args.bestrq_num_codes, code_dim=args.bestrq_code_dim,
                 mask_prob=args.bestrq_mask_prob, mask_frames=args.bestrq_mask_frames,
                 noise_std=args.bestrq_noise_std, norm=args.bestrq_norm, seed=cfg.seed))
+    try:
+        apply_attention(model_config, attention)
+    except ValueError as e:
+        die(str(e))
+    if not model_config_path.is_file():
+        try:
+            configure_adapters(model_config, args, languages)
+        except ValueError as e:
+            die(str(e))
+    elif model_config.get("adapters") and model_config["adapters"]["languages"] != languages:
+        die(f"the experiment's adapters cover {model_config['adapters']['languages']} but {lang_file} lists "
+            f"{languages}: adapter ids would not match the batches' language ids")
     model = build_model(model_config)
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters", model_config.get("encoder"), num_params / 1e6)
@@ -225,17 +351,25 @@ def main(argv: Optional[List[str]] = None) -> None:
         transfer_weights(model, old["model"], old.get("tokens", []), tokenizer.token_table,
                          old.get("languages", []), languages)
         logger.info("initialised from %s", init_path)
-    if args.freeze_encoder:
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-        logger.info("encoder frozen: training %.2fM parameters",
-                    sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
+    trainable = freeze_for_training(model, args.freeze_encoder, args.train_heads)
+    if trainable == 0:
+        die("nothing to train: --freeze-encoder true and --train-heads false leave no trainable parameter "
+            "(add --adapters true)")
+    adapters = getattr(model, "adapters", None)
+    if adapters is not None:
+        encoder_params = sum(p.numel() for p in model.encoder.parameters())
+        logger.info("adapters for %s, bottleneck %d: %d parameters per language (%.2f%% of the encoder's %d)",
+                    ", ".join(adapters.languages), adapters.bottleneck, adapters.params_per_language(),
+                    100.0 * adapters.params_per_language() / max(1, encoder_params), encoder_params)
+    logger.info("training %d of %d parameters (%.2f%%)%s%s", trainable, num_params, 100.0 * trainable / num_params,
+                "; encoder frozen" if args.freeze_encoder else "", "; heads frozen" if not args.train_heads else "")
 
     if rank == 0:
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(model_config_path, json.dumps(model_config, indent=2))
         record = dict(dataclasses.asdict(cfg), task=args.task, preset=args.preset, heads=args.heads,
-                      init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder)
+                      init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder,
+                      train_heads=args.train_heads)
         atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
 
     lazy = (cfg.lazy or any(is_shar_dir(p) for p in cfg.train_cuts)) and cfg.mix_ratio == 0

@@ -50,6 +50,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..decode.ngram import NgramLm
     from ..train.checkpoint import load_averaged_model
     from ..data.dataset import iterate_batches
+    from ..decode.search import encode_batch
 
     for p in (args.cuts, args.lm):
         if not p.is_file():
@@ -65,7 +66,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     log_probs, lens, refs = [], [], []
     with torch.no_grad():
         for batch in iterate_batches(CutSet.from_file(args.cuts), args.max_duration):
-            enc, enc_lens = model.forward_encoder(batch["features"], batch["feature_lens"])
+            enc, enc_lens = encode_batch(model, batch, torch.device("cpu"))  # (routes adapters by language)
             lp = model.ctc_log_probs(enc).float()
             for i in range(lp.shape[0]):
                 log_probs.append(lp[i:i + 1, : int(enc_lens[i])])

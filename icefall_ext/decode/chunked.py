@@ -69,6 +69,7 @@ def chunked_log_probs(
     overlap_frames: int,
     subsampling_factor: int = 4,
     max_crops_per_batch: Optional[int] = None,
+    per_utterance: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run ``forward_fn`` on overlapping crops of ``feats`` and stitch the outputs.
 
@@ -83,6 +84,8 @@ def chunked_log_probs(
         result to equal whole-utterance inference.
       subsampling_factor: input frames per output frame.
       max_crops_per_batch: bound on crops per ``forward_fn`` call (all at once if ``None``).
+      per_utterance: optional ``(N,)`` values (e.g. language ids) passed as a third argument to
+        ``forward_fn``, one row per crop: ``forward_fn(x, x_lens, per_utterance[crop utterances])``.
 
     Returns:
       ``(log_probs (N, T'_max, V), lens (N,) int64)``; padding is zero. See the
@@ -115,7 +118,7 @@ def chunked_log_probs(
             crops.append((utt, start * sf, min(end * sf, num_frames), keep_start, None if is_last else keep_end))
     logger.debug("chunked_log_probs: %d utterances -> %d crops", num_utts, len(crops))
 
-    crop_outputs = _run_crops(forward_fn, feats, crops, max_crops_per_batch)
+    crop_outputs = _run_crops(forward_fn, feats, crops, max_crops_per_batch, per_utterance)
 
     pieces: List[List[torch.Tensor]] = [[] for _ in range(num_utts)]
     out_lens = [0] * num_utts
@@ -146,6 +149,7 @@ def _run_crops(
     feats: torch.Tensor,
     crops: List[Tuple[int, int, int, int, Optional[int]]],
     max_crops_per_batch: Optional[int],
+    per_utterance: Optional[torch.Tensor] = None,
 ) -> List[Tuple[torch.Tensor, int]]:
     """Batch the crops through ``forward_fn``; return each crop's (log_probs (T', V), out_len)."""
     step = max_crops_per_batch or max(len(crops), 1)
@@ -157,7 +161,11 @@ def _run_crops(
         for row, (utt, start, end, _, _) in enumerate(group):
             x[row, : end - start] = feats[utt, start:end]
         x_lens = torch.tensor(crop_lens, dtype=torch.int64, device=feats.device)
-        log_probs, group_out_lens = forward_fn(x, x_lens)
+        if per_utterance is None:
+            log_probs, group_out_lens = forward_fn(x, x_lens)
+        else:
+            rows = torch.tensor([utt for utt, *_ in group], dtype=torch.int64, device=per_utterance.device)
+            log_probs, group_out_lens = forward_fn(x, x_lens, per_utterance[rows])
         for row, out_len in enumerate(group_out_lens.tolist()):
             outputs.append((log_probs[row], int(out_len)))
     return outputs

@@ -9,9 +9,12 @@ does (:func:`icefall_ext.export.streaming.online_greedy_search`); it works from 
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("auto", "ctc-greedy", "ctc-beam", "greedy", "modified-beam", "streaming-greedy")
 
@@ -27,6 +30,8 @@ def resolve_method(model, method: str) -> str:
         raise ValueError(f"--method {method} needs a transducer; this model has none (use ctc-greedy)")
     if method == "streaming-greedy" and not (has_transducer and getattr(model.encoder, "causal", False)):
         raise ValueError("--method streaming-greedy needs a causal (chunked) encoder with a transducer")
+    if method == "streaming-greedy" and getattr(model, "adapters", None) is not None:
+        raise ValueError("--method streaming-greedy does not support per-language adapters (offline methods do)")
     if method not in METHODS:
         raise ValueError(f"unknown decoding method {method!r}; choose from {METHODS}")
     return method
@@ -61,21 +66,48 @@ def decode_ctc_log_probs(log_probs: torch.Tensor, lens: torch.Tensor, method: st
                                   alpha=alpha, beta=beta)
 
 
+_warned_no_adapter: set = set()
+
+
+def adapter_languages(model, batch: Dict, device: torch.device) -> Optional[torch.Tensor]:
+    """(N,) adapter ids of a batch's utterances for a model with per-language adapters (None without): each
+    cut's language (``batch["cuts"]``; ``batch["languages"]`` when the batch has no cuts) looked up in the
+    model's adapter languages. An utterance whose language has no adapter takes the "no adapter" path (-1: the
+    encoder's own output), with a warning once per language."""
+    adapters = getattr(model, "adapters", None)
+    if adapters is None:
+        return None
+    if "cuts" not in batch:
+        return batch["languages"].to(device)
+    from ..data.dataset import cut_language
+
+    codes = [cut_language(c) for c in batch["cuts"]]
+    missing = sorted({str(c) for c in codes if c not in adapters.languages} - _warned_no_adapter)
+    if missing:
+        _warned_no_adapter.update(missing)
+        logger.warning("no adapter for language(s) %s (adapters: %s): those utterances are decoded without one",
+                       ", ".join(missing), ", ".join(adapters.languages))
+    return adapters.language_ids(codes, device)
+
+
 def encode_batch(model, batch: Dict, device: torch.device, chunk_frames: int = 0, overlap_frames: int = 0,
                  amp_dtype: Optional[torch.dtype] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Encoder output of a dataset batch; crop-and-stitch (:mod:`.chunked`) when the longest utterance exceeds
-    ``chunk_frames`` (0: never). Crop and overlap are rounded down to multiples of the subsampling factor."""
+    ``chunk_frames`` (0: never). Crop and overlap are rounded down to multiples of the subsampling factor.
+    A model with per-language adapters routes each utterance by its cut's language (:func:`adapter_languages`)."""
     from .chunked import chunked_log_probs
 
     feats = batch["features"].to(device)
     lens = batch["feature_lens"].to(device)
+    lang = adapter_languages(model, batch, device)
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if chunk_frames and int(lens.max()) > chunk_frames:
             sf = model.encoder.subsampling_factor
-            return chunked_log_probs(lambda x, xl: model.forward_encoder(x, xl), feats, lens,
+            return chunked_log_probs(lambda x, xl, *rows: model.forward_encoder(x, xl, *rows), feats, lens,
                                      chunk_frames=chunk_frames - chunk_frames % sf,
-                                     overlap_frames=overlap_frames - overlap_frames % sf, subsampling_factor=sf)
-        return model.forward_encoder(feats, lens)
+                                     overlap_frames=overlap_frames - overlap_frames % sf, subsampling_factor=sf,
+                                     per_utterance=lang)
+        return model.forward_encoder(feats, lens, lang) if lang is not None else model.forward_encoder(feats, lens)
 
 
 @torch.no_grad()

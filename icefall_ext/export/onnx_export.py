@@ -15,6 +15,11 @@ CTC (``OfflineRecognizer.from_zipformer_ctc``; any encoder, the contract is only
 
     model.onnx    x (N, T, F), x_lens (N,) -> log_probs (N, T', vocab_size), log_probs_len (N,) int64
 
+A model with per-language adapters (:mod:`icefall_ext.models.adapters`) is exported for one language at a time
+(``adapter_language``): that language's adapters are folded into the encoder graph with a constant language, so
+each language gets an ordinary model with the I/O above (metadata ``adapter_language``); streaming export of
+adapted models is not supported.
+
 Streaming transducers are in :mod:`icefall_ext.export.streaming`. Every file is written through a temporary
 file and a rename, metadata included, so an interrupted export never leaves a file a rerun would trust.
 """
@@ -26,7 +31,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import onnx
 import torch
@@ -181,7 +186,8 @@ def export_decoder_joiner(model: nn.Module, out_dir: Path) -> List[Path]:
     ]
 
 
-def export_offline_transducer(model: nn.Module, config: Mapping, out_dir: Path) -> List[Path]:
+def export_offline_transducer(model: nn.Module, config: Mapping, out_dir: Path,
+                              metadata: Mapping[str, object] = ()) -> List[Path]:
     """``encoder.onnx``, ``decoder.onnx``, ``joiner.onnx`` for sherpa-onnx's offline transducer."""
     if model.joiner is None:
         raise ValueError("this model has no transducer head (decoder/joiner); export it with type ctc")
@@ -199,12 +205,13 @@ def export_offline_transducer(model: nn.Module, config: Mapping, out_dir: Path) 
         "model_author": "icefall_ext",
         "comment": f"offline {config['encoder']} transducer",
         "subsampling_factor": model.encoder.subsampling_factor,
+        **dict(metadata),
     }
     paths = [save_onnx(encoder, Path(out_dir) / "encoder.onnx", meta)]
     return paths + export_decoder_joiner(model, out_dir)
 
 
-def export_ctc(model: nn.Module, config: Mapping, out_dir: Path) -> List[Path]:
+def export_ctc(model: nn.Module, config: Mapping, out_dir: Path, metadata: Mapping[str, object] = ()) -> List[Path]:
     """``model.onnx`` for ``OfflineRecognizer.from_zipformer_ctc`` (metadata model_type=zipformer2_ctc)."""
     if model.ctc is None:
         raise ValueError("this model has no CTC head; export it with type transducer")
@@ -223,6 +230,7 @@ def export_ctc(model: nn.Module, config: Mapping, out_dir: Path) -> List[Path]:
         "comment": f"{config['encoder']} CTC",
         "vocab_size": model.vocab_size,
         "subsampling_factor": model.encoder.subsampling_factor,
+        **dict(metadata),
     }
     return [save_onnx(proto, Path(out_dir) / "model.onnx", meta)]
 
@@ -254,9 +262,11 @@ def export_model(
     *,
     decode_chunk_len: int = 32,
     int8: bool = False,
+    adapter_language: Optional[str] = None,
 ) -> List[Path]:
     """Export ``model`` as ``export_type`` (one of :data:`EXPORT_TYPES`) into ``out_dir`` with ``tokens.txt``.
 
+    A model with per-language adapters needs ``adapter_language``: the language whose adapters are folded in.
     Returns the written paths (the ``*.int8.onnx`` files too when ``int8``).
     """
     if export_type not in EXPORT_TYPES:
@@ -265,11 +275,25 @@ def export_model(
         raise ValueError(f"the token table has {len(token_table)} symbols but the model's vocabulary is "
                          f"{model.vocab_size}")
     model = model.to("cpu").eval()
+    metadata = {}
+    adapters = getattr(model, "adapters", None)
+    if adapters is not None:
+        if adapter_language is None:
+            raise ValueError(f"this model has per-language adapters ({', '.join(adapters.languages)}): export one "
+                             f"language at a time with --adapter-language")
+        if export_type == "streaming-transducer":
+            raise ValueError("streaming export of a model with per-language adapters is not supported")
+        from icefall_ext.models.adapters import fold_language
+
+        model = fold_language(model, adapter_language).eval()
+        metadata["adapter_language"] = adapter_language
+    elif adapter_language is not None:
+        raise ValueError(f"--adapter-language {adapter_language}: this model has no per-language adapters")
     out_dir = Path(out_dir)
     if export_type == "transducer":
-        paths = export_offline_transducer(model, config, out_dir)
+        paths = export_offline_transducer(model, config, out_dir, metadata)
     elif export_type == "ctc":
-        paths = export_ctc(model, config, out_dir)
+        paths = export_ctc(model, config, out_dir, metadata)
     else:
         from icefall_ext.export.streaming import export_streaming_transducer
 

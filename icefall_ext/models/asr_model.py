@@ -11,7 +11,9 @@ from icefall_ext.models.heads import CtcHead, Decoder, Joiner, LidHead, pad_labe
 
 class AsrModel(nn.Module):
     """An encoder (``encoder(x, x_lens) -> (out, out_lens)``, attribute ``output_dim``) with
-    optional CTC, language-ID and stateless-transducer heads.
+    optional CTC, language-ID and stateless-transducer heads, and optional per-language residual adapters
+    on the encoder's blocks (``adapters={"languages": [...], "bottleneck": B, "activation": "relu"}``, see
+    :mod:`icefall_ext.models.adapters`; ``self.adapters`` is a sibling of ``self.encoder``, not inside it).
 
     ``forward`` returns summed (reduction="sum") losses; the trainer weights and normalises them.
     """
@@ -28,6 +30,7 @@ class AsrModel(nn.Module):
         joiner_dim: int = 512,
         context_size: int = 2,
         blank_id: int = 0,
+        adapters: Optional[dict] = None,
     ) -> None:
         super().__init__()
         if not (use_ctc or use_transducer or num_languages > 0):
@@ -45,10 +48,21 @@ class AsrModel(nn.Module):
             self.simple_lm_proj = nn.Linear(decoder_dim, vocab_size)
         else:
             self.decoder = self.joiner = self.simple_am_proj = self.simple_lm_proj = None
+        self.adapters = None
+        if adapters:
+            from icefall_ext.models.adapters import EncoderAdapters
 
-    def forward_encoder(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Features (N, T, F), lengths (N,) -> encoder output (N, T', D) and lengths (N,)."""
-        return self.encoder(x, x_lens)
+            self.adapters = EncoderAdapters(encoder, **adapters)
+
+    def forward_encoder(self, x: Tensor, x_lens: Tensor, lang: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Features (N, T, F), lengths (N,) -> encoder output (N, T', D) and lengths (N,).
+
+        ``lang`` (N,) int64: each utterance's language id (the LID head's indices), which routes it through
+        that language's adapters (-1: no adapter). Ignored without adapters; required with them."""
+        if self.adapters is None:
+            return self.encoder(x, x_lens)
+        with self.adapters.route(lang.to(x.device) if isinstance(lang, Tensor) else lang):
+            return self.encoder(x, x_lens)
 
     def ctc_log_probs(self, encoder_out: Tensor) -> Tensor:
         """(N, T, D) -> (N, T, V) CTC log-probabilities."""
@@ -73,15 +87,16 @@ class AsrModel(nn.Module):
         am_scale: float = 0.0,
         lm_scale: float = 0.25,
     ) -> dict[str, Tensor]:
-        """Summed losses: "ctc", "lid" (when ``lang`` is given and the head exists),
-        "simple" and "pruned" (transducer), plus "num_frames" (sum of encoder lengths)."""
-        encoder_out, encoder_out_lens = self.forward_encoder(x, x_lens)
+        """Summed losses: "ctc", "lid" (when ``lang`` is given and the head exists; ids -1 are left out),
+        "simple" and "pruned" (transducer), plus "num_frames" (sum of encoder lengths). ``lang`` also routes
+        the utterances through their languages' adapters."""
+        encoder_out, encoder_out_lens = self.forward_encoder(x, x_lens, lang)
         losses: dict[str, Tensor] = {}
         if self.ctc is not None:
             losses["ctc"] = self.ctc.loss(encoder_out, encoder_out_lens, y, blank=self.blank_id)
         if self.lid is not None and lang is not None:
             logits = self.lid_logits(encoder_out, encoder_out_lens)
-            losses["lid"] = F.cross_entropy(logits.float(), lang.to(logits.device), reduction="sum")
+            losses["lid"] = F.cross_entropy(logits.float(), lang.to(logits.device), reduction="sum", ignore_index=-1)
         if self.decoder is not None:
             losses["simple"], losses["pruned"] = self._transducer_losses(
                 encoder_out, encoder_out_lens, y, prune_range=prune_range, am_scale=am_scale, lm_scale=lm_scale

@@ -4,14 +4,19 @@ A config looks like::
 
     {"encoder": "conformer" | "zipformer", "encoder_kwargs": {...}, "feature_dim": 80,
      "vocab_size": V, "num_languages": L, "use_ctc": bool, "use_transducer": bool,
-     "decoder_dim": int, "joiner_dim": int, "context_size": int}
+     "decoder_dim": int, "joiner_dim": int, "context_size": int,
+     "adapters": {"languages": [...], "bottleneck": B, "activation": "relu" | "gelu"}}   (optional)
+
+``adapters``: per-language residual adapters on every encoder block (:mod:`icefall_ext.models.adapters`);
+``bottleneck`` may be replaced by ``fraction`` (parameters of one language's adapters / encoder parameters),
+but saved configs store the resolved ``bottleneck``.
 
 Presets are named ``<encoder>-<size>`` with sizes ``tiny`` (tests), ``mini`` (CPU, mini corpus)
 and ``medium`` (real data, about 65M parameters with transducer heads).
 """
 
 import copy
-from typing import Any
+from typing import Any, Optional
 
 from torch import nn
 
@@ -49,6 +54,10 @@ ST_DECODERS: dict[str, dict[str, Any]] = {
     "mini": dict(decoder_layers=3, decoder_dim=192, decoder_heads=4, decoder_ff=768, decoder_dropout=0.1),
     "medium": dict(decoder_layers=6, decoder_dim=512, decoder_heads=8, decoder_ff=2048, decoder_dropout=0.3),
 }
+
+# Conformer-only encoder_kwargs of restricted self-attention for long-form audio (see models/conformer.py);
+# they pass through encoder_kwargs like any other encoder keyword, so saved configs rebuild the same encoder.
+ATTENTION_KEYS = ("attention", "attention_chunk_frames", "attention_left", "attention_right")
 
 _HEAD_KEYS = ("use_ctc", "use_transducer", "decoder_dim", "joiner_dim", "context_size")
 _REQUIRED_KEYS = ("encoder", "encoder_kwargs", "feature_dim", "vocab_size", "num_languages") + _HEAD_KEYS
@@ -123,6 +132,10 @@ def build_encoder(config: dict[str, Any]) -> nn.Module:
     else:
         raise ValueError(f"unknown encoder {config['encoder']!r}; known: {', '.join(ENCODERS)}")
     kwargs = dict(config["encoder_kwargs"])
+    attention_keys = sorted(set(kwargs) & set(ATTENTION_KEYS))
+    if config["encoder"] != "conformer" and attention_keys:
+        raise ValueError(f"encoder_kwargs {', '.join(attention_keys)}: chunk-wise/local attention "
+                         f"(attention=chunk|local) is implemented for the conformer only, not the {config['encoder']}")
     if kwargs.setdefault("feature_dim", config["feature_dim"]) != config["feature_dim"]:
         raise ValueError(f"encoder_kwargs feature_dim={kwargs['feature_dim']} != feature_dim={config['feature_dim']}")
     return encoder_cls(**kwargs)
@@ -141,6 +154,8 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         encoder = build_encoder(config)
         return BestRqModel(encoder, BestRq(config["feature_dim"], encoder.output_dim,
                                            stack=encoder.subsampling_factor, **config.get("best_rq", {})))
+    if config.get("adapters") and (config.get("task") == "st" or config.get("pretrain") is not None):
+        raise ValueError("per-language adapters are implemented for ASR models (AsrModel) only")
     if config.get("task") == "st":
         from icefall_ext.models.st_model import SpeechTranslationModel
 
@@ -151,8 +166,9 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     missing = [key for key in _REQUIRED_KEYS if key not in config]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}")
+    encoder = build_encoder(config)
     return AsrModel(
-        build_encoder(config),
+        encoder,
         config["vocab_size"],
         use_ctc=config["use_ctc"],
         use_transducer=config["use_transducer"],
@@ -160,4 +176,23 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         decoder_dim=config["decoder_dim"],
         joiner_dim=config["joiner_dim"],
         context_size=config["context_size"],
+        adapters=resolve_adapters(config.get("adapters"), encoder),
     )
+
+
+def resolve_adapters(adapters: Optional[dict[str, Any]], encoder: nn.Module) -> Optional[dict[str, Any]]:
+    """The ``"adapters"`` entry of a model config as :class:`AsrModel` keyword arguments (``fraction`` turned
+    into a ``bottleneck`` for ``encoder``); None when the config has none."""
+    if not adapters:
+        return None
+    from icefall_ext.models.adapters import bottleneck_for_fraction
+
+    unknown = set(adapters) - {"languages", "bottleneck", "fraction", "activation"}
+    if unknown:
+        raise ValueError(f"unknown adapter settings {sorted(unknown)} (languages, bottleneck, fraction, activation)")
+    kwargs = {k: v for k, v in adapters.items() if k != "fraction"}
+    if not kwargs.get("bottleneck"):
+        if "fraction" not in adapters:
+            raise ValueError("the adapters config needs a bottleneck > 0 or a fraction")
+        kwargs["bottleneck"] = bottleneck_for_fraction(encoder, adapters["fraction"])
+    return kwargs

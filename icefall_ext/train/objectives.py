@@ -63,8 +63,12 @@ class AsrObjective(Objective):
         lens = batch["feature_lens"].to(trainer.device)
         tokens = labels if labels is not None else batch["tokens"]
         langs = batch["languages"].to(trainer.device)
+        # per-language adapters route every utterance (-1: no adapter); otherwise the language-ID loss is taken
+        # only on batches whose languages are all known
+        routed = getattr(trainer.model, "adapters", None) is not None
         with trainer.autocast():
-            out = model(feats, lens, tokens, langs if (langs >= 0).all() else None, prune_range=cfg.prune_range)
+            out = model(feats, lens, tokens, langs if routed or (langs >= 0).all() else None,
+                        prune_range=cfg.prune_range)
         scales = {"ctc": cfg.ctc_scale, "lid": cfg.lid_scale, "simple": cfg.simple_scale, "pruned": cfg.pruned_scale}
         if cfg.simple_scale and "pruned" in out:
             # icefall's warm-up: rely on the simple loss first, then bring in the pruned loss over warm_step updates
