@@ -403,3 +403,28 @@ def test_chunk_attention_ctc_onnx_export_matches_pytorch(tmp_path):
         for i, n in enumerate(enc_lens.tolist()):
             np_ref = expected[i, :n].numpy()
             assert abs(log_probs[i, :n] - np_ref).max() < 1e-4, lengths
+
+
+def test_decode_attention_override_equals_a_model_built_with_that_attention():
+    """``decode --attention chunk`` on a full-attention model = the same weights in a chunk-wise model."""
+    from icefall_ext.bin.decode import get_parser, restrict_attention
+    from icefall_ext.models.presets import build_model, model_config_from_preset
+
+    torch.manual_seed(0)
+    full = build_model(model_config_from_preset("conformer-tiny", vocab_size=12)).eval()
+    chunked = build_model(model_config_from_preset(
+        "conformer-tiny", vocab_size=12, encoder_kwargs={"attention": "chunk", "attention_chunk_frames": 5})).eval()
+    chunked.load_state_dict(full.state_dict())
+    args = get_parser().parse_args(["--exp-dir", "e", "--lang-dir", "l", "--cuts", "c",
+                                    "--attention", "chunk", "--attention-chunk-seconds", "0.2"])
+    x, lens = torch.randn(2, 90, 80), torch.tensor([90, 70])
+    with torch.no_grad():
+        before, _ = full.encoder(x, lens)
+        restrict_attention(full, args)
+        after, _ = full.encoder(x, lens)
+        reference, _ = chunked.encoder(x, lens)
+    assert torch.equal(after, reference) and (after - before).abs().max() > 1e-3
+    causal = build_model(model_config_from_preset("conformer-tiny", vocab_size=12,
+                                                  encoder_kwargs={"causal": True, "chunk_size": 4}))
+    with pytest.raises(ValueError, match="non-causal"):
+        restrict_attention(causal, args)

@@ -58,6 +58,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="comma list of seconds, e.g. 10,15,20: also report WER per utterance-duration bucket")
     p.add_argument("--out-dir", type=Path, default=None, help="default: <exp-dir>/decode")
     p.add_argument("--tag", default="", help="suffix of the output file names")
+    from .train import add_attention_args
+
+    add_attention_args(p, default_help="as trained; e.g. a full-attention model decoded chunk-wise")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--threads", type=int, default=0)
@@ -109,6 +112,22 @@ def streaming_decode(model, cuts, tokenizer, decode_chunk_len: int,
     return out
 
 
+def restrict_attention(model: torch.nn.Module, args: argparse.Namespace) -> None:
+    """Apply ``--attention*`` to the loaded model's Conformer (weights unchanged); no-op without ``--attention``.
+    Raises ValueError for encoders without the option (causal Conformers, Zipformers)."""
+    from .train import attention_encoder_kwargs
+
+    kwargs = attention_encoder_kwargs(args)
+    if not kwargs:
+        return
+    encoder = model.encoder
+    if not hasattr(encoder, "attention") or getattr(encoder, "causal", False):
+        raise ValueError("--attention applies to non-causal Conformer encoders only")
+    for key, value in kwargs.items():
+        setattr(encoder, key, value)
+    logger.info("decoding with %s", kwargs)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     out_dir = args.out_dir or args.exp_dir / "decode"
@@ -132,6 +151,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                               ("cpu" if args.device == "auto" else args.device))
         model, config, paths = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint, device)
     except (FileNotFoundError, ValueError) as e:
+        die(str(e))
+    try:
+        restrict_attention(model, args)
+    except ValueError as e:
         die(str(e))
     ckpt_desc = ",".join(p.name for p in paths)
     task = "st" if config.get("task") == "st" else "asr"

@@ -49,6 +49,20 @@ HEADS = {"ctc": (True, False), "transducer": (False, True), "hybrid": (True, Tru
 ENCODER_FRAME_SECONDS = 0.04
 
 
+def add_attention_args(p: argparse.ArgumentParser, default_help: str) -> None:
+    """``--attention*``: restricted self-attention of a non-causal Conformer for long-form audio (USM §2.4)."""
+    g = p.add_argument_group("restricted self-attention of a non-causal Conformer for long-form audio (USM §2.4)")
+    g.add_argument("--attention", choices=["full", "chunk", "local"], default=None,
+                   help="chunk: attention within non-overlapping chunks only; local: a sliding window; full: "
+                        f"unrestricted (default: {default_help})")
+    g.add_argument("--attention-chunk-seconds", type=float, default=8.0,
+                   help="chunk duration of --attention chunk (encoder frames of 40 ms; default: %(default)s)")
+    g.add_argument("--attention-left-frames", type=int, default=128,
+                   help="past encoder frames of --attention local (default: %(default)s)")
+    g.add_argument("--attention-right-frames", type=int, default=128,
+                   help="future encoder frames of --attention local (default: %(default)s)")
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
@@ -102,17 +116,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--bestrq-norm", choices=["utterance", "vector"], default="utterance",
                    help="target normalisation: each feature dimension over the utterance (default) or each stacked "
                         "vector over its features (pauses then get random codes)")
-    g = p.add_argument_group("restricted self-attention of a non-causal Conformer for long-form audio (USM §2.4); "
-                             "saved in the model config's encoder_kwargs")
-    g.add_argument("--attention", choices=["full", "chunk", "local"], default=None,
-                   help="chunk: attention within non-overlapping chunks only; local: a sliding window; full: "
-                        "unrestricted (default: keep the preset's or --init-from checkpoint's setting; presets: full)")
-    g.add_argument("--attention-chunk-seconds", type=float, default=8.0,
-                   help="chunk duration of --attention chunk (encoder frames of 40 ms; default: %(default)s)")
-    g.add_argument("--attention-left-frames", type=int, default=128,
-                   help="past encoder frames of --attention local (default: %(default)s)")
-    g.add_argument("--attention-right-frames", type=int, default=128,
-                   help="future encoder frames of --attention local (default: %(default)s)")
+    add_attention_args(p, default_help="keep the preset's or --init-from checkpoint's setting; presets: full")
     p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--verbose", type=str2bool, default=False)
