@@ -10,9 +10,22 @@
 
 Labels are greedy CTC (or transducer greedy) without an LM, the paper's final pseudo-labels; long utterances are
 decoded in stitched crops (--chunk-seconds). Shards are balanced by duration and written atomically, so a killed
-job leaves no shard a rerun would trust. The merged, filtered set is ``<out-dir>/pl_cuts.jsonl.gz`` (empty labels
-and labels longer than --max-tokens dropped, report in ``filter_report.json``). With --reference-tsv (the mini
-corpus writes what its unlabelled audio says) the pseudo-label CER per language goes to ``pl_quality.json``.
+job leaves no shard a rerun would trust. Each label's supervision records ``custom["pl_confidence"]``: for greedy
+CTC the greedy path's log-probability per emitted token (sum of log p_t(best token) over its non-blank frames,
+divided by the number of output tokens; <= 0, higher is surer); transducer labels record none (null).
+
+The merged, filtered set is ``<out-dir>/pl_cuts.jsonl.gz``: empty labels and labels longer than --max-tokens are
+dropped, and optionally (filtering options, all off by default) labels whose rate (non-space characters or words
+per second) is out of bounds, and labels of low confidence. Counts per reason and per language and the thresholds
+go to ``filter_report.json``; re-running with --merge-only re-filters with other options without relabelling:
+
+    # USM-style ratio filter with per-language bounds from the labelled training cuts, then keep the 80% most
+    # confident labels of each language
+    python -m icefall_ext.bin.pseudo_label ... --merge-only \\
+        --rate-reference-cuts data/fbank/fleurs_cuts_train.jsonl.gz --keep-fraction 0.8
+
+With --reference-tsv (the mini corpus writes what its unlabelled audio says) the pseudo-label CER per language
+(before filtering) goes to ``pl_quality.json``.
 """
 
 from __future__ import annotations
@@ -46,15 +59,65 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-tsv", type=Path, nargs="*", default=[],
                    help="TSVs with columns id, text: score the pseudo-labels against them")
     p.add_argument("--device", default="auto")
+    f = p.add_argument_group("pseudo-label filtering (applied at merge time; optional rules off by default)")
+    f.add_argument("--rate-unit", choices=("char", "word"), default="char",
+                   help="unit of the label rate: non-space characters or words per second of the cut "
+                        "(default: %(default)s)")
+    f.add_argument("--rate-reference-cuts", type=Path, nargs="+", default=[], metavar="CUTS",
+                   help="labelled cut manifests: turns on the rate filter with bounds estimated per language "
+                        "(supervision language) from their rates: [(1-margin)*P_low, (1+margin)*P_high]")
+    f.add_argument("--rate-percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"),
+                   help="percentiles P_low, P_high of the reference rates, linear interpolation (default: 1 99)")
+    f.add_argument("--rate-margin", type=float, default=0.2,
+                   help="relative widening of the percentile bounds (default 0.2: 80%% of P_low to 120%% of P_high)")
+    f.add_argument("--rate-min-reference-cuts", type=int, default=20,
+                   help="languages with fewer reference cuts use the bounds pooled over all reference cuts "
+                        "(default: %(default)s)")
+    f.add_argument("--min-rate", type=float, default=None,
+                   help="fixed lower rate bound for all languages (instead of --rate-reference-cuts)")
+    f.add_argument("--max-rate", type=float, default=None,
+                   help="fixed upper rate bound for all languages (instead of --rate-reference-cuts)")
+    f.add_argument("--min-confidence", type=float, default=None,
+                   help="drop labels whose confidence (CTC log-prob per token, <= 0) is lower")
+    f.add_argument("--keep-fraction", type=float, default=None,
+                   help="per language, keep only this fraction (0-1] of the labels left by the other rules, "
+                        "the most confident ones")
     return p
 
 
-def label_shard(model, tokenizer, cuts, device, args):
-    """The shard's cuts with their supervision text replaced by the model's greedy hypothesis."""
+def rate_bounds_from_args(args):
+    """The rate filter's bounds from the command line: None (off), fixed, or estimated from reference cuts."""
     from lhotse import CutSet
+
+    from ..pseudo.filtering import RateBounds, estimate_rate_bounds
+
+    fixed = args.min_rate is not None or args.max_rate is not None
+    if fixed and args.rate_reference_cuts:
+        die("give either --rate-reference-cuts or --min-rate/--max-rate, not both")
+    if fixed:
+        return RateBounds(unit=args.rate_unit, pooled=(args.min_rate if args.min_rate is not None else 0.0,
+                                                      args.max_rate if args.max_rate is not None else float("inf")))
+    if not args.rate_reference_cuts:
+        return None
+    for path in args.rate_reference_cuts:
+        if not path.is_file():
+            die(f"missing reference cut manifest {path}")
+    try:
+        return estimate_rate_bounds((c for path in args.rate_reference_cuts for c in CutSet.from_file(path)),
+                                    unit=args.rate_unit, percentiles=tuple(args.rate_percentiles),
+                                    margin=args.rate_margin, min_cuts_per_language=args.rate_min_reference_cuts)
+    except ValueError as e:
+        die(str(e))
+
+
+def label_shard(model, tokenizer, cuts, device, args):
+    """The shard's cuts with their supervision text replaced by the model's greedy hypothesis, and its confidence
+    in ``custom["pl_confidence"]`` (:func:`~icefall_ext.decode.search.decode_encoder_output_with_confidence`)."""
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
     from tqdm import tqdm
 
-    from ..decode.search import decode_encoder_output, encode_batch
+    from ..decode.search import decode_encoder_output_with_confidence, encode_batch
     from ..data.dataset import iterate_batches
 
     by_id = {c.id: c for c in cuts}
@@ -63,11 +126,12 @@ def label_shard(model, tokenizer, cuts, device, args):
         for batch in tqdm(iterate_batches(cuts, args.max_duration), desc="pseudo-label", mininterval=5.0):
             enc, enc_lens = encode_batch(model, batch, device, int(args.chunk_seconds * 100),
                                          int(args.chunk_overlap_seconds * 100))
-            for cid, hyp in zip(batch["cut_ids"], decode_encoder_output(model, enc, enc_lens, "auto")):
+            hyps, confidences = decode_encoder_output_with_confidence(model, enc, enc_lens, "auto")
+            for cid, hyp, confidence in zip(batch["cut_ids"], hyps, confidences):
                 cut = by_id[cid]
-                sup = cut.supervisions[0]
-                text = tokenizer.decode(hyp)
-                cut.supervisions = [sup.with_custom("pseudo_label", True).transform_text(lambda _: text)]
+                sup = cut.supervisions[0].with_custom("pseudo_label", True).with_custom("pl_confidence", confidence)
+                # fastcopy, not transform_text: that one leaves a supervision whose text is None unlabelled
+                cut.supervisions = [fastcopy(sup, text=tokenizer.decode(hyp))]
                 out.append(cut)
     return CutSet.from_cuts(out)
 
@@ -108,6 +172,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             die(f"missing cut manifest {p}")
     if args.shard_index is not None and not 0 <= args.shard_index < args.num_shards:
         die(f"--shard-index must be in [0, {args.num_shards})")
+    if args.keep_fraction is not None and not 0 < args.keep_fraction <= 1:
+        die(f"--keep-fraction must be in (0, 1], got {args.keep_fraction}")
     cuts = CutSet.from_cuts(c for p in args.cuts for c in CutSet.from_file(p)).to_eager()
     tokenizer = load_tokenizer(args.lang_dir)
     if not args.merge_only:
@@ -137,7 +203,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         atomic_write_text(args.out_dir / "pl_quality.json", json.dumps(quality, indent=2))
         logger.info("pseudo-label CER %.2f%% (per language %s)", quality["cer"], quality["per_language_cer"])
     kept, report = filter_pseudo_labels(merged, num_tokens=lambda text: len(tokenizer.encode(text)),
-                                        max_tokens=args.max_tokens)
+                                        max_tokens=args.max_tokens, rate_bounds=rate_bounds_from_args(args),
+                                        min_confidence=args.min_confidence, keep_fraction=args.keep_fraction)
     atomic_write_text(args.out_dir / "filter_report.json", json.dumps(report.to_dict(), indent=2))
     out = args.out_dir / "pl_cuts.jsonl.gz"
     tmp = args.out_dir / "pl_cuts.tmp.jsonl.gz"

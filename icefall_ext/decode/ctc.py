@@ -45,14 +45,34 @@ def _token_pieces(token_table: Sequence[str]) -> Tuple[List[str], List[bool]]:
 
 def ctc_greedy_search(log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int = 0) -> List[List[int]]:
     """Best token per frame, repeats collapsed, blanks dropped; ``log_probs`` is (N, T, V), ``lens`` (N,)."""
-    best = log_probs.argmax(dim=-1).cpu()
-    results = []
+    return ctc_greedy_search_with_confidence(log_probs, lens, blank_id)[0]
+
+
+def ctc_greedy_search_with_confidence(
+    log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int = 0
+) -> Tuple[List[List[int]], List[Optional[float]]]:
+    """:func:`ctc_greedy_search` plus a per-utterance confidence: ``(token ids, confidences)``.
+
+    The greedy path takes the best token ``pi_t`` of each frame. The confidence is the log-probability that
+    path gives its non-blank frames, per emitted token:
+
+        confidence = sum_{t < T, pi_t != blank} log p_t(pi_t) / U,   U = number of emitted tokens
+
+    (a token held over k frames contributes k terms, so each uncertain frame lowers it). Blank frames are left
+    out, so silence and the frame rate do not shift the score. It is <= 0, 0 only for a certain path;
+    ``None`` when nothing is emitted. Sums are in float64.
+    """
+    values, best = log_probs.max(dim=-1)
+    values, best = values.detach().cpu().double(), best.cpu()
+    tokens, confidences = [], []
     for n, length in enumerate(lens.tolist()):
-        path = best[n, :length]
+        path, scores = best[n, :length], values[n, :length]
         keep = torch.ones_like(path, dtype=torch.bool)
         keep[1:] = path[1:] != path[:-1]
-        results.append([t for t in path[keep].tolist() if t != blank_id])
-    return results
+        emitted = [t for t in path[keep].tolist() if t != blank_id]
+        tokens.append(emitted)
+        confidences.append(float(scores[path != blank_id].sum()) / len(emitted) if emitted else None)
+    return tokens, confidences
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,25 @@ def decode_encoder_output(model, enc: torch.Tensor, enc_lens: torch.Tensor, meth
                                 token_table=token_table)
 
 
+@torch.no_grad()
+def decode_encoder_output_with_confidence(
+    model, enc: torch.Tensor, enc_lens: torch.Tensor, method: str = "auto", **kwargs
+) -> Tuple[List[List[int]], List[Optional[float]]]:
+    """:func:`decode_encoder_output` plus a confidence per utterance, for pseudo-label filtering.
+
+    ``ctc-greedy`` (also when ``auto`` picks it): the greedy path's log-probability per emitted token
+    (:func:`icefall_ext.decode.ctc.ctc_greedy_search_with_confidence`). Other methods, transducer greedy
+    included, record no confidence yet: ``None`` for every utterance.
+    """
+    from .ctc import ctc_greedy_search_with_confidence
+
+    method = resolve_method(model, method)
+    if method == "ctc-greedy":
+        return ctc_greedy_search_with_confidence(model.ctc_log_probs(enc).float(), enc_lens)
+    hyps = decode_encoder_output(model, enc, enc_lens, method, **kwargs)
+    return hyps, [None] * len(hyps)
+
+
 def decode_ctc_log_probs(log_probs: torch.Tensor, lens: torch.Tensor, method: str = "ctc-greedy", *,
                          beam: int = 8, lm=None, alpha: float = 0.5, beta: float = 1.0,
                          token_table: Optional[List[str]] = None) -> List[List[int]]:
