@@ -21,6 +21,12 @@ Layouts (read unchanged by lhotse's own preparation functions):
   training audio, each prompt read by 1-3 readers; an untranscribed pool ``unlabelled/<code>/*.wav``
   (5-15 s, several times the labelled audio, every language alike) with
   ``unlabelled/<code>/reference_transcripts.tsv`` (what it says, to score pseudo-labels).
+  With ``--longform [CODE ...]`` (default en_us de_de fr_fr es_419) also a long-form evaluation set (USM §2.4,
+  Table 7): ``longform/<code>/<code>_longform_<n>.wav``, 60-180 s each (about 80-100 s), several held-out
+  sentences read in a row by ONE test-pool voice with 0.2-0.8 s pauses; ``longform/<code>/transcripts.tsv``
+  (id, text: the sentences' FLEURS ``transcription`` texts joined by spaces), ``longform/<code>/segments.tsv``
+  (id, speaker_id, start, end, text per sentence), ``longform/speakers.tsv`` and its own marker
+  ``longform/.done`` (see :func:`make_longform`) -> ``icefall_ext.bin.prepare_corpus longform``.
 * ``covost2``: Common Voice 4 clips ``cv/<lang>/clips/common_voice_<lang>_<n>.mp3`` with CV 4's
   ``validated.tsv`` (client_id, path, sentence, up_votes, down_votes, age, gender, accent) and the CoVoST 2
   translation tables ``covost/covost_v2.<lang>_en.tsv`` (path, sentence, translation, client_id, split; split
@@ -65,7 +71,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -825,6 +831,159 @@ def build_fleurs(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
 
 
 # ---------------------------------------------------------------------------
+# FLEURS long-form evaluation set (USM §2.4 / Table 7: chunk-wise attention on long audio)
+
+LONGFORM_LANGUAGES = ("en_us", "de_de", "fr_fr", "es_419")
+LONGFORM_RECORDINGS = 3  # per language at --scale 1 (at least 1 at any scale)
+LONGFORM_TARGET = (80.0, 100.0)  # a recording stops at the first sentence end past this (any scale)
+LONGFORM_PAUSE = (0.2, 0.8)  # silence between sentences, and before the first / after the last
+LONGFORM_RANGE = (60.0, 180.0)
+LONGFORM_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LongformSpec:
+    path: str  # relative to the output directory
+    code: str
+    speaker: Speaker
+    sentences: Tuple[Tuple[str, ...], ...]  # candidates, read in order until target_duration is reached
+    pauses: Tuple[float, ...]  # pauses[i]: silence before sentence i; pauses[n]: after the n-th, the last read
+    target_duration: float
+
+
+def fleurs_transcriptions(out: Path, code: str, split: str) -> List[str]:
+    """The ``transcription`` column of ``fleurs/metadata/<code>/<split>.tsv`` as written by :func:`build_fleurs`."""
+    path = out / "fleurs" / "metadata" / code / f"{split}.tsv"
+    return [line.split("\t")[3] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def trim_silence(audio: np.ndarray, sample_rate: int, threshold: float = 1e-3, margin: float = 0.05) -> np.ndarray:
+    """``audio`` without the leading/trailing near-silence espeak-ng adds (~0.35 s at the end), keeping ``margin`` s."""
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    if loud.size == 0:
+        return audio
+    keep = round(margin * sample_rate)
+    return audio[max(0, loud[0] - keep): loud[-1] + 1 + keep]
+
+
+def plan_longform(
+    seed: int, scale: float, codes: Sequence[str], excluded: Dict[str, set], allowed: Dict[str, set]
+) -> Tuple[List[LongformSpec], List[Speaker]]:
+    """Recordings of held-out sentences per FLEURS code: candidates from the text source's test split (fresh
+    Zipf sentences for word languages) whose transcription is not in ``excluded[code]`` (the FLEURS clips') and
+    uses only ``allowed[code]`` characters (those of the training transcripts: the CTC table covers them)."""
+    specs, all_speakers = [], []
+    for code in sorted(codes):
+        language = FLEURS_LANGUAGES[code][0]
+        text = text_source(language)
+        rng = rng_for(seed, "fleurs-longform", code)
+        count = max(1, round(LONGFORM_RECORDINGS * scale))
+        number = itertools.count()
+        speakers = make_speakers(rng, language, "longform", TEST_VOICES, count,
+                                 lambda voice, pitch, speed: f"lf-{code}-{next(number)}")
+        all_speakers += speakers
+        used = set(excluded.get(code, ()))
+        for index, speaker in enumerate(speakers):
+            target = rng.uniform(*LONGFORM_TARGET)
+            chars_per_second = CHARS_PER_SECOND_AT_175 * speaker.speed / 175.0
+            sentences, estimate, attempts = [], 0.0, 0
+            while estimate < 2 * target + 20:  # twice what the estimate needs: espeak-ng's pace varies by voice
+                attempts += 1
+                if attempts > 100000:
+                    raise RuntimeError(f"{code}: not enough held-out sentences for the long-form set")
+                words = text.passage(rng, 1, split="test")
+                transcription = normalised_text(words)
+                if transcription in used or not set(transcription) <= allowed[code]:
+                    continue
+                used.add(transcription)
+                sentences.append(words)
+                estimate += len(transcription) / chars_per_second + sum(LONGFORM_PAUSE) / 2
+            pauses = tuple(round(rng.uniform(*LONGFORM_PAUSE), 3) for _ in range(len(sentences) + 1))
+            path = f"longform/{code}/{code}_longform_{index:03d}.wav"
+            specs.append(LongformSpec(path, code, speaker, tuple(sentences), pauses, round(target, 3)))
+    return specs, all_speakers
+
+
+def render_longform(out_dir: str, spec: LongformSpec) -> ClipResult:
+    """Read the spec's sentences with its one voice, each trimmed of espeak-ng's edge silence and preceded by its
+    pause, until the audio reaches the target duration; write the 16 kHz WAV."""
+    rate = 16000
+    pieces, segments, offset = [], [], 0
+    for words, pause in zip(spec.sentences, spec.pauses):
+        silence = np.zeros(round(pause * rate), dtype=np.float32)
+        audio = trim_silence(synthesise(" ".join(words), spec.speaker, rate), rate)
+        pieces += [silence, audio]
+        offset += len(silence)
+        segments.append(SegmentResult(words, start=offset / rate, duration=len(audio) / rate))
+        offset += len(audio)
+        if offset / rate >= spec.target_duration:
+            break
+    else:
+        raise RuntimeError(f"{spec.path}: the candidate sentences ended before {spec.target_duration} s")
+    pieces.append(np.zeros(round(spec.pauses[len(segments)] * rate), dtype=np.float32))
+    audio = np.concatenate(pieces)
+    duration = len(audio) / rate
+    if not LONGFORM_RANGE[0] <= duration <= LONGFORM_RANGE[1]:
+        raise RuntimeError(f"{spec.path}: {duration:.1f} s is outside {LONGFORM_RANGE}")
+    write_audio(Path(out_dir) / spec.path, audio, rate, "wav")
+    return ClipResult(duration=duration, segments=tuple(segments))
+
+
+def make_longform(out_dir: Path, seed: int = 0, scale: float = 1.0, codes: Sequence[str] = LONGFORM_LANGUAGES,
+                  num_jobs: int = 2) -> Summary:
+    """Write the long-form set of the FLEURS mini corpus in ``out_dir`` (built first with the same seed and
+    scale) under ``<out_dir>/longform``; a no-op if ``longform/.done`` holds the same settings.
+
+    Returns seconds of audio per ("fleurs-longform", code, "test"); empty when skipped.
+    """
+    out_dir = Path(out_dir)
+    codes = sorted(set(codes))
+    unknown = [c for c in codes if c not in FLEURS_LANGUAGES]
+    if unknown:
+        raise ValueError(f"unknown FLEURS codes {unknown}; the mini corpus has {sorted(FLEURS_LANGUAGES)}")
+    missing = [c for c in codes if not (out_dir / "fleurs" / "metadata" / c / "train.tsv").is_file()]
+    if missing:
+        raise FileNotFoundError(f"no FLEURS mini corpus for {missing} in {out_dir}: build --layout fleurs first")
+    root = out_dir / "longform"
+    marker = root / ".done"
+    settings = {"seed": seed, "scale": scale, "languages": codes, "version": LONGFORM_VERSION}
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        logger.info("%s exists with the same settings; skipping.", marker)
+        return {}
+    if root.exists():
+        shutil.rmtree(root)
+    start = time.time()
+    excluded = {c: {t for s in ("train", "dev", "test") for t in fleurs_transcriptions(out_dir, c, s)} for c in codes}
+    allowed = {c: set("".join(fleurs_transcriptions(out_dir, c, "train"))) for c in codes}
+    specs, speakers = plan_longform(seed, scale, codes, excluded, allowed)
+    work = functools.partial(render_longform, str(out_dir))
+    if num_jobs <= 1:
+        results = [work(spec) for spec in specs]
+    else:
+        with multiprocessing.get_context("fork").Pool(num_jobs) as pool:
+            results = pool.map(work, specs, chunksize=1)
+    summary: Summary = defaultdict(float)
+    transcripts: Dict[str, list] = defaultdict(list)
+    segments: Dict[str, list] = defaultdict(list)
+    for spec, result in zip(specs, results):
+        recording_id = Path(spec.path).stem
+        texts = [normalised_text(segment.words) for segment in result.segments]
+        transcripts[spec.code].append((recording_id, " ".join(texts)))
+        segments[spec.code] += [
+            (recording_id, spec.speaker.id, f"{s.start:.3f}", f"{s.start + s.duration:.3f}", t)
+            for s, t in zip(result.segments, texts)
+        ]
+        summary[("fleurs-longform", spec.code, "test")] += result.duration
+    for code in codes:
+        write_table(root / code / "transcripts.tsv", ("id", "text"), transcripts[code])
+        write_table(root / code / "segments.tsv", ("id", "speaker_id", "start", "end", "text"), segments[code])
+    write_speakers(root / "speakers.tsv", speakers)
+    log_summary("fleurs long-form", summary, time.time() - start)
+    marker.write_text(json.dumps(settings, sort_keys=True) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------------------
 # CoVoST 2 (X -> English speech translation on Common Voice 4 audio)
 
 # CoVoST / Common Voice code -> (text language, CoVoST resource group)
@@ -916,7 +1075,7 @@ def layout_outputs(out: Path, layout: str) -> List[Path]:
         "commonvoice": [out / language for language in CV_LANGUAGES],
         "voxpopuli": [out / d for d in ("raw_audios", "transcribed_data", "unlabelled_data", "lm_data")],
         "librispeech": [out / "LibriSpeech", out / "librispeech-lm-norm.txt"],
-        "fleurs": [out / "fleurs", out / "unlabelled"],
+        "fleurs": [out / "fleurs", out / "unlabelled", out / "longform"],
         "covost2": [out / "cv", out / "covost"],
     }[layout]
     return own + [out / f"mini_speakers_{layout}.tsv"]
@@ -933,20 +1092,25 @@ def log_summary(layout: str, summary: Summary, wall_seconds: float) -> None:
 
 
 def make_mini_corpus(
-    layout: str, out_dir: Path, seed: int = 0, scale: float = 1.0, num_jobs: int = 2
+    layout: str, out_dir: Path, seed: int = 0, scale: float = 1.0, num_jobs: int = 2,
+    longform: Optional[Sequence[str]] = None,
 ) -> Summary:
-    """Write the ``layout`` mini corpus under ``out_dir``; a no-op if already complete.
+    """Write the ``layout`` mini corpus under ``out_dir``; a no-op if already complete. ``longform`` (fleurs
+    only): FLEURS codes of the long-form set to add (:func:`make_longform`, skipped on its own when complete).
 
     Returns seconds of audio per (part, language, split); empty when skipped.
     """
     if layout not in BUILDERS:
         raise ValueError(f"Unknown layout {layout!r}; choose from {LAYOUTS}")
+    if longform and layout != "fleurs":
+        raise ValueError("the long-form set belongs to the fleurs layout")
+    add_longform = functools.partial(make_longform, out_dir, seed, scale, longform or (), num_jobs)
     out_dir = Path(out_dir)
     marker = out_dir / f".done-{layout}"
     settings = {"layout": layout, "seed": seed, "scale": scale, "version": FORMAT_VERSION}
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         logger.info("%s exists with the same settings; skipping.", marker)
-        return {}
+        return add_longform() if longform else {}
     marker.unlink(missing_ok=True)
     for path in layout_outputs(out_dir, layout):
         if path.is_dir():
@@ -958,6 +1122,8 @@ def make_mini_corpus(
     summary = BUILDERS[layout](out_dir, seed, scale, num_jobs)
     log_summary(layout, summary, time.time() - start)
     marker.write_text(json.dumps(settings, sort_keys=True) + "\n")
+    if longform:
+        summary.update(add_longform())
     return summary
 
 
@@ -968,13 +1134,21 @@ def get_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 gives ~5 h of Common Voice audio")
     parser.add_argument("--num-jobs", type=int, default=2)
-    return parser.parse_args()
+    parser.add_argument("--longform", nargs="*", default=None, metavar="CODE", choices=sorted(FLEURS_LANGUAGES),
+                        help="fleurs: also write the long-form evaluation set for these FLEURS codes (no codes: "
+                             f"{' '.join(LONGFORM_LANGUAGES)}); see make_longform")
+    args = parser.parse_args()
+    if args.longform is not None and args.layout != "fleurs":
+        parser.error("--longform needs --layout fleurs")
+    if args.longform == []:
+        args.longform = list(LONGFORM_LANGUAGES)
+    return args
 
 
 def main() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     args = get_args()
-    make_mini_corpus(args.layout, args.out, args.seed, args.scale, args.num_jobs)
+    make_mini_corpus(args.layout, args.out, args.seed, args.scale, args.num_jobs, args.longform)
 
 
 if __name__ == "__main__":

@@ -355,3 +355,107 @@ def test_fleurs_layout_read_by_lhotse(corpora, tmp_path):
             readers[clip.code, clip.prompt_id] += 1
     assert train["en_us"] > 10 * train["fi_fi"]  # strong imbalance
     assert max(readers.values()) >= 2 and min(readers.values()) == 1  # 1-3 readers per prompt
+
+
+# ---------------------------------------------------------------------------
+# FLEURS long-form evaluation set (USM §2.4 / Table 7)
+
+
+@pytest.fixture(scope="module")
+def longform(corpora) -> subprocess.CompletedProcess:
+    """The long-form set of one language added to the fleurs corpus (which is skipped as complete)."""
+    command = [sys.executable, str(ROOT / "local" / "make_mini_corpus.py"), "--layout", "fleurs", "--out",
+               str(corpora), "--seed", "0", "--scale", str(SCALE), "--num-jobs", "2", "--longform", "en_us"]
+    return subprocess.run(command, check=True, capture_output=True, text=True)
+
+
+def read_rows(path: Path) -> list:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_fleurs_longform_recordings(corpora, longform):
+    """60-180 s recordings of one test-pool voice reading held-out sentences with short pauses; the reference is
+    the sentences' FLEURS transcriptions joined, in characters the training transcripts already use."""
+    import soundfile as sf
+
+    from mini_corpus_text import sentence_split
+
+    assert "fleurs" in longform.stderr and "skipping" in longform.stderr  # the corpus itself was complete
+    root = corpora / "longform" / "en_us"
+    transcripts = {r["id"]: r["text"] for r in read_rows(root / "transcripts.tsv")}
+    assert sorted(transcripts) == sorted(p.stem for p in root.glob("*.wav")) and len(transcripts) == 1
+    segments = defaultdict(list)
+    for row in read_rows(root / "segments.tsv"):
+        segments[row["id"]].append(row)
+    voices = {r["speaker_id"]: r for r in read_rows(corpora / "longform" / "speakers.tsv")}
+    train = mmc.fleurs_transcriptions(corpora, "en_us", "train")
+    for recording_id, reference in transcripts.items():
+        audio, rate = sf.read(root / f"{recording_id}.wav", dtype="float32")
+        assert rate == 16000 and 60.0 <= len(audio) / rate <= 180.0
+        rows = segments[recording_id]
+        assert len(rows) >= 5 and reference == " ".join(r["text"] for r in rows)
+        assert reference == reference.lower() and "." not in reference and set(reference) <= set("".join(train))
+        speakers = {r["speaker_id"] for r in rows}
+        assert len(speakers) == 1  # one voice per recording, drawn like the test speakers
+        voice = voices[speakers.pop()]
+        assert voice["language"] == "en" and voice["espeak_voice"].split("+")[1] in mmc.TEST_VOICES.variants
+        for row, after in zip(rows, rows[1:]):
+            gap = float(after["start"]) - float(row["end"])
+            assert 0.2 <= gap <= 0.9, gap  # 0.2-0.8 s pauses, plus <= 50 ms of espeak-ng's edge kept each side
+            between = audio[round(float(row["end"]) * rate) + 800: round(float(after["start"]) * rate) - 800]
+            assert between.size and abs(between).max() < 2e-3
+        for row in rows:
+            assert row["text"] not in train and sentence_split(tuple(row["text"].split())) == "test"
+            assert abs(audio[round(float(row["start"]) * rate): round(float(row["end"]) * rate)]).max() > 0.05
+
+
+def test_fleurs_longform_rerun_is_skipped(corpora, longform):
+    wav = next((corpora / "longform" / "en_us").glob("*.wav"))
+    before = wav.stat().st_mtime_ns
+    again = subprocess.run(longform.args, check=True, capture_output=True, text=True)
+    assert again.stderr.count("skipping") == 2 and wav.stat().st_mtime_ns == before
+
+
+def test_fleurs_longform_plan_sizes():
+    """At the recipe's scale: 3 recordings per default language, each its own voice; at least 1 at any scale."""
+    from mini_corpus_text import ALPHABETS
+
+    letters = {code: set(" '" + ALPHABETS[mmc.FLEURS_LANGUAGES[code][0]]) for code in mmc.LONGFORM_LANGUAGES}
+    specs, speakers = mmc.plan_longform(0, 1.0, mmc.LONGFORM_LANGUAGES, {}, letters)
+    assert sorted(s.code for s in specs) == sorted(mmc.LONGFORM_LANGUAGES * 3)
+    assert len({s.speaker.id for s in specs}) == len(specs) == len(speakers)
+    assert specs == mmc.plan_longform(0, 1.0, mmc.LONGFORM_LANGUAGES, {}, letters)[0]
+    small, _ = mmc.plan_longform(0, 0.01, ["de_de"], {}, letters)
+    assert len(small) == 1
+    with pytest.raises(ValueError, match="fleurs"):
+        mmc.make_mini_corpus("librispeech", Path("/nonexistent"), longform=["en_us"])
+
+
+def test_fleurs_longform_prepared_as_manifests(corpora, longform, tmp_path):
+    """prepare_corpus longform: one recording and one supervision spanning it per row, valid for lhotse; a
+    missing and an unreadable file are reported by id and skipped."""
+    from lhotse.qa import validate_recordings_and_supervisions
+
+    from icefall_ext.bin.prepare_corpus import main as prepare_corpus
+
+    source = corpora / "longform" / "en_us"
+    corpus = tmp_path / "longform" / "en_us"
+    corpus.mkdir(parents=True)
+    good = next(source.glob("*.wav"))
+    (corpus / good.name).symlink_to(good)
+    shutil.copy(source / "segments.tsv", corpus)
+    (corpus / "broken.wav").write_bytes(b"RIFF" + b"\0" * 100)
+    rows = (source / "transcripts.tsv").read_text().splitlines()
+    (corpus / "transcripts.tsv").write_text("\n".join(rows + ["missing\tsome words", "broken\tmore words"]) + "\n")
+    out = tmp_path / "manifests"
+    prepare_corpus(["longform", "--corpus-dir", str(tmp_path / "longform"), "--output-dir", str(out), "-j", "1"])
+    recordings = load_manifest(out / "longform-en_us_recordings_test.jsonl.gz")
+    supervisions = load_manifest(out / "longform-en_us_supervisions_test.jsonl.gz")
+    validate_recordings_and_supervisions(recordings, supervisions)
+    assert [r.id for r in recordings] == [good.stem] and len(supervisions) == 1
+    sup, recording = next(iter(supervisions)), recordings[good.stem]
+    assert sup.recording_id == recording.id and sup.start == 0 and sup.duration == recording.duration >= 60
+    assert sup.text == rows[1].split("\t")[1] and sup.language == "en_us" and sup.speaker.startswith("lf-en_us")
+    bad = {r["id"]: r["reason"] for r in read_rows(out / "bad_items_longform-en_us.tsv")}
+    assert set(bad) == {"missing", "broken"} and bad["missing"] == "missing file"

@@ -73,3 +73,26 @@ def test_collapsed_models_are_marked_not_scored(tmp_path):
     good = write_results(tmp_path, "set-g", [(f"u{i}", r, r) for i, r in enumerate(refs)], [None] * 20,
                          metric="wer", source="e", set_name="set", method="g")
     assert good["collapsed"] is None and rate_cell(good) == "0.00" and rate_cell(None) == "-"
+
+
+def test_summary_and_errs_count_insertions_deletions_substitutions(tmp_path):
+    """Hand-aligned: "one (two->*) three four (five->fiver) six (*->seven)" is 1 del, 1 sub, 1 ins over 6 words
+    (any other alignment costs more); "ab (cd->ce)" is 1 sub over 2 words and, in characters, 1 sub over 5."""
+    import json
+
+    from icefall_ext.decode.results import write_results
+
+    results = [("u1", "one two three four five six", "one three four fiver six seven"), ("u2", "ab cd", "ab ce")]
+    summary = write_results(tmp_path, "set-m", results, ["en", "de"], metric="wer", source="e", set_name="set",
+                            method="m")
+    assert summary == json.loads((tmp_path / "summary-set-m.json").read_text())
+    assert summary["wer_counts"] == {"ref_len": 8, "errors": 4, "ins": 1, "del": 1, "sub": 2}
+    assert summary["per_language_wer_counts"]["en"] == {"ref_len": 6, "errors": 3, "ins": 1, "del": 1, "sub": 1}
+    assert summary["per_language_cer_counts"]["de"] == {"ref_len": 5, "errors": 1, "ins": 0, "del": 0, "sub": 1}
+    assert summary["wer"] == pytest.approx(50.0)
+    cer = summary["cer_counts"]
+    assert cer["errors"] == cer["ins"] + cer["del"] + cer["sub"] and cer["ref_len"] == 27 + 5
+    errs = (tmp_path / "errs-set-m.txt").read_text()
+    assert errs.startswith("%WER 50.00 [ 4 / 8, 1 ins, 1 del, 2 sub ]")
+    assert "en\t1\t6\t1\t1\t1\t50.00" in errs and "de\t1\t2\t0\t0\t1\t50.00" in errs
+    assert "u1:\tone (two->*) three four (five->fiver) six (*->seven)" in errs

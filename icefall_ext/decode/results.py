@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 from ..common import atomic_write_text
-from ..data.scoring import score, write_errs, write_recogs
+from ..data.scoring import ErrorCounts, score, write_errs, write_recogs
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,12 @@ def collapse_reason(hyps: Sequence[str], rate: float, metric: str = "cer") -> Op
 NOT_CONVERGED = "did not converge"
 
 
+def error_counts(counts: ErrorCounts) -> Dict[str, int]:
+    """Insertions, deletions and substitutions (kaldialign's alignment), their sum and the reference length."""
+    return {"ref_len": counts.ref_len, "errors": counts.errors, "ins": counts.ins, "del": counts.dels,
+            "sub": counts.subs}
+
+
 def rate_cell(summary: Optional[Dict], key: str = "wer", digits: int = 2) -> str:
     """A report's table cell for ``summary[key]``: "-" when missing, :data:`NOT_CONVERGED` for a collapsed model."""
     if summary is None:
@@ -62,7 +68,8 @@ def write_results(
     lm: Optional[str] = None,
     extra: Optional[Dict] = None,
 ) -> Dict:
-    """Score (cut_id, ref, hyp) triples, write the files, print one line; returns the summary dict."""
+    """Score (cut_id, ref, hyp) triples, write the files, print one line; returns the summary dict (error rates,
+    and ``*_counts``: insertions, deletions, substitutions and reference length, pooled and per language)."""
     out_dir = Path(out_dir)
     refs, hyps = [r for _, r, _ in results], [h for _, _, h in results]
     cer = score(refs, hyps, languages, unit="char")
@@ -75,6 +82,9 @@ def write_results(
         "num_utts": len(results), "cer": cer.total.rate, "wer": wer.total.rate, "cer_macro": cer.macro_average,
         "per_language_cer": {k: v.rate for k, v in cer.per_language.items()},
         "per_language_wer": {k: v.rate for k, v in wer.per_language.items()},
+        "cer_counts": error_counts(cer.total), "wer_counts": error_counts(wer.total),
+        "per_language_cer_counts": {k: error_counts(v) for k, v in cer.per_language.items()},
+        "per_language_wer_counts": {k: error_counts(v) for k, v in wer.per_language.items()},
         "collapsed": collapse_reason(hyps, (cer if metric == "cer" else wer).total.rate, metric),
         **(extra or {}),
     }
