@@ -14,7 +14,7 @@ from conftest import THREADS, assert_stages, run_recipe
 LANGS = ["fr", "de", "nl"]
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--languages", " ".join(LANGS),
-    "--updates", "8", "--valid-every", "4", "--vocab-size", "120", "--max-duration", "40", "--threads", THREADS,
+    "--updates", "8", "--asr-updates", "6", "--valid-every", "4", "--vocab-size", "120", "--max-duration", "40", "--threads", THREADS,
 ]
 
 
@@ -27,7 +27,7 @@ def recipe_run(tmp_path_factory):
 
 def test_all_stages_run(recipe_run):
     work, _, r = recipe_run
-    assert_stages(r, range(8))
+    assert_stages(r, range(9))
     for path in ["data/lang_char/tokens.txt", "data/lang_bpe_120/bpe.model", "data/fbank/covost2_cuts_test.jsonl.gz",
                  "exp/st/decode/summary-test-st-beam.json", "exp/st-mt/decode/recogs-dev-st-beam.txt", "RESULTS.md"]:
         assert (work / path).exists(), path
@@ -35,6 +35,8 @@ def test_all_stages_run(recipe_run):
     joint = json.loads((work / "exp/st-mt/model_config.json").read_text())
     assert st["task"] == "st" and st["st"]["source_ctc"] and not st["st"]["text_input"]
     assert joint["st"]["text_input"]
+    for arm in ("st", "st-mt"):  # both arms start from the ASR-pretrained encoder
+        assert json.loads((work / f"exp/{arm}/train_config.json").read_text())["init_from"].endswith(".pt")
     log = next((work / "exp/st-mt/log").glob("log-train-*")).read_text()
     assert "joint MT:" in log and "from --mt-text" in log
     summary = json.loads((work / "exp/st/decode/summary-test-st-beam.json").read_text())
@@ -44,10 +46,27 @@ def test_all_stages_run(recipe_run):
         assert text in results, text
 
 
+def test_every_bleu_row_learned_or_is_marked(recipe_run):
+    """An ST arm's row is either the not-converged marker or BLEU from a model that is not collapsed and beats
+    the identity baseline's chance overlap (at smoke scale the arms cannot learn: the marker is expected)."""
+    work, _, _ = recipe_run
+    lines = (work / "RESULTS.md").read_text().splitlines()
+    rows = [line for line in lines if line.startswith(("| ST alone", "| joint ST + MT"))]
+    assert len(rows) == 4  # two arms, test and dev tables
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        if "did not converge" in cells[0]:
+            continue
+        arm = "st" if row.startswith("| ST alone") else "st-mt"
+        split = "test" if row in lines[: lines.index("## BLEU on dev")] else "dev"
+        summary = json.loads((work / f"exp/{arm}/decode/summary-{split}-st-beam.json").read_text())
+        assert summary["collapsed"] is None and summary["bleu"] >= 1.0, row
+
+
 def test_rerun_skips_finished_stages(recipe_run):
     work, cmd, _ = recipe_run
-    r = subprocess.run(cmd + ["--stop-stage", "6"], capture_output=True, text=True, timeout=300)
-    assert_stages(r, range(7), skipped=True)
+    r = subprocess.run(cmd + ["--stop-stage", "7"], capture_output=True, text=True, timeout=300)
+    assert_stages(r, range(8), skipped=True)
 
 
 def test_a_tiny_st_model_overfits_a_few_utterances(recipe_run, tmp_path):
