@@ -2,33 +2,132 @@
 """Write egs/fleurs/RESULTS.md from the recipe's outputs: CER per language of CTC models fine-tuned from BEST-RQ
 encoders (N codebooks and 1) and from scratch (USM Tables 3/5 in shape), FLEURS language ID (accuracy per
 language, confusion matrices), BEST-RQ curves (masked-frame accuracy and codes in use against updates), the
-sherpa-onnx decode of the exported model and the wall time of each stage."""
+sherpa-onnx decode of the exported model, residual adapters on the frozen encoder vs full fine-tuning vs head only
+(USM Table 3 in shape), noisy-student generations (USM Table 4), long-form WER with chunk-wise vs local vs full
+attention (USM Table 7), and the wall time of each stage."""
 
 from __future__ import annotations
 
 import argparse
 import shutil
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Optional, Tuple
 
 from icefall_ext.decode.results import NOT_CONVERGED
 from icefall_ext.report import draw_curves, fmt, load_json, mean, stage_time_section, validation_curve
 
 
-def cer_table(exp: Path, split: str, languages: List[str], codebooks: int) -> List[str]:
-    rows = ["| CTC model | avg | " + " | ".join(languages) + " |", "|---|---|" + "---|" * len(languages)]
-    arms = [(f"bestrq-{codebooks}", f"from BEST-RQ, {codebooks} codebooks"), ("bestrq-1", "from BEST-RQ, 1 codebook"),
-            ("scratch", "from scratch")]
-    for name, desc in arms[:1] + arms[1 + (codebooks == 1):]:
-        s = load_json(exp / f"ctc-{name}" / "decode" / f"summary-{split}-ctc-greedy.json")
+def cer_rows(exp: Path, split: str, languages: List[str], arms: List[Tuple[str, str]],
+             extra: Optional[Callable[[str], str]] = None) -> List[str]:
+    """One row per model dir of ``arms`` (dir, description): macro-average CER and CER per language of its greedy
+    CTC decode of ``split``; a collapsed model is marked instead. ``extra(dir)``: a cell after the description."""
+    rows = []
+    for name, desc in arms:
+        s = load_json(exp / name / "decode" / f"summary-{split}-ctc-greedy.json")
         if s is None:
             continue
+        head = f"| {desc} | " + (f"{extra(name)} | " if extra else "")
         if s.get("collapsed"):
-            rows.append(f"| {desc} | {NOT_CONVERGED} ({s['collapsed']}) |" + " |" * len(languages))
+            rows.append(head + f"{NOT_CONVERGED} ({s['collapsed']}) |" + " |" * len(languages))
             continue
         per = [s["per_language_cer"].get(lang) for lang in languages]
-        rows.append(f"| {desc} | {fmt(mean(per))} | " + " | ".join(fmt(v) for v in per) + " |")
+        rows.append(head + f"{fmt(mean(per))} | " + " | ".join(fmt(v) for v in per) + " |")
     return rows
+
+
+def cer_table(exp: Path, split: str, languages: List[str], codebooks: int) -> List[str]:
+    arms = [(f"bestrq-{codebooks}", f"from BEST-RQ, {codebooks} codebooks"), ("bestrq-1", "from BEST-RQ, 1 codebook"),
+            ("scratch", "from scratch")]
+    arms = [(f"ctc-{name}", desc) for name, desc in arms[:1] + arms[1 + (codebooks == 1):]]
+    return (["| CTC model | avg | " + " | ".join(languages) + " |", "|---|---|" + "---|" * len(languages)]
+            + cer_rows(exp, split, languages, arms))
+
+
+def trainable(exp: Path, name: str) -> str:
+    """Trainable parameters of a run as "N (p% of the model)", from its train_config.json."""
+    cfg = load_json(exp / name / "train_config.json") or {}
+    n, total = cfg.get("trainable_parameters"), cfg.get("parameters")
+    return f"{n / 1e6:.3f}M ({100 * n / total:.1f}%)" if n and total else "-"
+
+
+def adapter_section(exp: Path, languages: List[str], codebooks: int) -> List[str]:
+    cfg = load_json(exp / "ft-adapters" / "model_config.json") or {}
+    arms = [(f"ctc-bestrq-{codebooks}", "starting point: CTC from BEST-RQ"), ("ft-full", "+ full fine-tuning"),
+            ("ft-adapters", "+ residual adapters, frozen encoder"), ("ft-head", "+ output layer only, frozen encoder")]
+    rows = cer_rows(exp, "test", languages, arms, lambda name: trainable(exp, name) if name.startswith("ft-") else "-")
+    if not rows:
+        return []
+    b = cfg.get("adapters", {}).get("bottleneck")
+    return ([f"Continued training of the CTC model, same updates for each arm (AdamW); adapters: one per language in "
+             f"every encoder block, bottleneck {b}, zero-initialised up-projection.", "",
+             "| model | trainable parameters | avg | " + " | ".join(languages) + " |",
+             "|---|---|---|" + "---|" * len(languages)] + rows)
+
+
+def noisy_student_section(exp: Path, languages: List[str], codebooks: int, generations: int) -> List[str]:
+    arms = [(f"ctc-bestrq-{codebooks}", "teacher (generation 0)")] + [
+        (f"ns-{g}", f"student, generation {g}") for g in range(1, generations + 1)]
+    rows = cer_rows(exp, "test", languages, arms)
+    if len(rows) < 2:
+        return []
+    out = ["Each student starts from the same BEST-RQ encoder with the teacher's budget, and trains with SpecAugment on "
+           "the labelled audio plus pseudo-labelled pool audio.", "",
+           "| model | avg | " + " | ".join(languages) + " |", "|---|---|" + "---|" * len(languages)] + rows
+    out += ["", "| pseudo-labels | CER of all labels | CER of the kept labels | kept |", "|---|---|---|---|"]
+    for g in range(1, generations + 1):
+        q = load_json(exp.parent / "data" / "pl" / f"ns-{g}" / "pl_quality.json")
+        r = load_json(exp.parent / "data" / "pl" / f"ns-{g}" / "filter_report.json")
+        if q and r:
+            out.append(f"| generation {g} (teacher: {'ctc-bestrq-' + str(codebooks) if g == 1 else f'ns-{g - 1}'}) | "
+                       f"{fmt(q['cer'])} | {fmt((q.get('kept') or {}).get('cer'))} | {r['counts']['kept']} of {r['counts']['total']} |")
+    return out
+
+
+def longest_training_clip(fbank: Path) -> Optional[float]:
+    from lhotse import load_manifest_lazy
+
+    durations = [c.duration for path in sorted(fbank.glob("fleurs-*_cuts_train.jsonl.gz"))
+                 for c in load_manifest_lazy(path)]
+    return max(durations) if durations else None
+
+
+def longform_section(exp: Path, languages: List[str], chunk_seconds: float, local_frames: int,
+                     crop_seconds: float) -> List[str]:
+    arms = [("ft-full", "long-full", "full attention, whole recording"),
+            ("ft-full", "long-chunk", f"chunk-wise attention ({chunk_seconds:g} s chunks), whole recording"),
+            ("ft-local", "long-local", f"local attention ({local_frames} frames each side), whole recording"),
+            ("ft-full", "long-crop", f"full attention, crop-and-stitch ({crop_seconds:g} s crops)")]
+    long_langs = [l for l in languages if any((exp / n / "decode" / f"summary-{l}-ctc-greedy-{t}.json").is_file()
+                                               for n, t, _ in arms)]
+    if not long_langs:
+        return []
+    rows = []
+    for name, tag, desc in arms:
+        per = {l: load_json(exp / name / "decode" / f"summary-{l}-ctc-greedy-{tag}.json") for l in long_langs}
+        per = {l: v for l, v in per.items() if v}
+        if not per:
+            continue
+        if all(v.get("collapsed") for v in per.values()):
+            rows.append(f"| {desc} | {NOT_CONVERGED} |" + " |" * (3 + len(long_langs)))
+            continue
+        tot = {k: sum(v["wer_counts"][k] for v in per.values()) for k in ("ref_len", "errors", "ins", "del", "sub")}
+        pct = lambda k: fmt(100.0 * tot[k] / max(1, tot["ref_len"]))  # noqa: E731
+        rows.append(f"| {desc} | {pct('errors')} | {pct('del')} | {pct('ins')} | {pct('sub')} | "
+                    + " | ".join(fmt(per[l]["wer"]) if l in per else "-" for l in long_langs) + " |")
+    head = ("| decoding | WER | deletions | insertions | substitutions | " + " | ".join(long_langs) + " |",
+            "|---|---|---|---|---|" + "---|" * len(long_langs))
+    short = cer_rows(exp, "test", languages, [("ft-full", "full (= chunk-wise) attention"),
+                                              ("ft-local", "local attention")])
+    longest = longest_training_clip(exp.parent / "data" / "fbank")
+    same = (f"The longest training clip lasts {longest:.1f} s, shorter than a chunk, so chunk-wise training is "
+            "identical to full-attention training: the chunk-wise row decodes the full-attention model's weights with "
+            "chunk-restricted attention." if longest is not None and longest < chunk_seconds else
+            "NOTE: training clips longer than a chunk exist; the chunk-wise row still decodes the full-attention "
+            "model (train a chunk-wise model with train --attention chunk for the exact USM arm).")
+    return ([f"Long recordings (several sentences of one voice with short pauses), WER (%) pooled over languages "
+             f"with its error types as % of reference words. {same}", "", *head, *rows, "",
+             "Short utterances (FLEURS test, CER %): chunk-wise attention costs nothing there.", "",
+             "| model | avg | " + " | ".join(languages) + " |", "|---|---|" + "---|" * len(languages), *short])
 
 
 def lid_section(exp: Path, languages: List[str], codebooks: int, out_dir: Path) -> List[str]:
@@ -93,13 +192,17 @@ def main() -> None:
     p.add_argument("--exp", type=Path, required=True)
     p.add_argument("--languages", nargs="+", required=True)
     p.add_argument("--codebooks", type=int, default=16)
+    p.add_argument("--ns-generations", type=int, default=1)
+    p.add_argument("--chunk-seconds", type=float, default=8.0)
+    p.add_argument("--local-frames", type=int, default=128)
+    p.add_argument("--crop-seconds", type=float, default=10.0)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--stage-times", type=Path, default=Path("stage_times.tsv"))
     p.add_argument("--command", required=True, help="the command that produced these results")
     a = p.parse_args()
     lines = [
         "# Results: BEST-RQ pre-training, CTC and language ID on FLEURS (egs/fleurs)", "",
-        f"Produced by `{a.command}` (stage 10 writes this file from the recipe's own outputs).", "",
+        f"Produced by `{a.command}` (stage 12 writes this file from the recipe's own outputs).", "",
         f"## CER (%) on FLEURS test, greedy CTC, no LM (pre-trained vs from scratch; {a.codebooks} vs 1 codebooks)",
         "", *cer_table(a.exp, "test", a.languages, a.codebooks), "",
         "## CER (%) on FLEURS dev", "", *cer_table(a.exp, "dev", a.languages, a.codebooks), "",
@@ -107,12 +210,29 @@ def main() -> None:
         "## BEST-RQ pre-training: validation masked-frame accuracy and codes in use", "",
         *best_rq_section(a.exp, a.codebooks, a.out.parent), "",
     ]
+    for title, section in [
+        ("Residual adapters on the frozen encoder (USM Table 3 in shape): CER (%) on test",
+         adapter_section(a.exp, a.languages, a.codebooks)),
+        ("Noisy student (USM Table 4 in shape): CER (%) on test per generation",
+         noisy_student_section(a.exp, a.languages, a.codebooks, a.ns_generations)),
+        ("Long-form audio: chunk-wise vs local vs full attention (USM Table 7 in shape)",
+         longform_section(a.exp, a.languages, a.chunk_seconds, a.local_frames, a.crop_seconds))]:
+        if section:
+            lines += [f"## {title}", "", *section, ""]
     sherpa = load_json(a.exp / f"ctc-bestrq-{a.codebooks}" / "sherpa-decode" / "summary-test-sherpa-ctc.json")
     torch_s = load_json(a.exp / f"ctc-bestrq-{a.codebooks}" / "decode" / "summary-test-ctc-greedy.json")
     if sherpa:
         lines += ["## sherpa-onnx", "",
                   f"The CTC model fine-tuned from BEST-RQ, exported to ONNX and decoded with sherpa-onnx on test: CER "
                   f"{fmt(sherpa.get('cer'))}% (PyTorch greedy: {fmt(torch_s['cer'] if torch_s else None)}%).", ""]
+    first = a.languages[0]
+    folded = load_json(a.exp / "ft-adapters" / "sherpa-decode" / f"summary-{first}-sherpa-ctc.json")
+    adapted = load_json(a.exp / "ft-adapters" / "decode" / "summary-test-ctc-greedy.json")
+    if folded:
+        lines += [f"The adapter model exported with its {first} adapters folded in (`export_onnx --adapter-language "
+                  f"{first}`: one ordinary CTC model per language), decoded with sherpa-onnx on {first} test: CER "
+                  f"{fmt(folded.get('cer'))}% (PyTorch, routed by language: "
+                  f"{fmt((adapted or {}).get('per_language_cer', {}).get(first))}%).", ""]
     lines += stage_time_section(a.stage_times)
     a.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {a.out}")

@@ -1,7 +1,9 @@
 """Shortened end-to-end run of egs/fleurs/run.sh on a tiny mini FLEURS: every stage runs, lhotse's prepare_fleurs
 reads the synthesised layout, BEST-RQ pre-trains (16 and 1 codebooks), CTC and language-ID models are fine-tuned
 from the pre-trained encoder and from scratch, the CTC model is decoded by sherpa-onnx, RESULTS.md is written from
-the outputs, and a rerun skips every finished stage."""
+the outputs, and a rerun skips every finished stage. The USM methods on top: adapters on the frozen encoder (encoder
+weights untouched), head-only and full continued training, local attention, a noisy-student generation, and the
+long-form set decoded whole (full / chunk-wise / local attention) and crop-and-stitch."""
 
 import json
 import subprocess
@@ -14,7 +16,7 @@ LANGS = ["en_us", "de_de", "fi_fi"]
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.05", "--preset", "conformer-tiny", "--max-duration", "40",
     "--languages", " ".join(LANGS), "--pretrain-updates", "12", "--ctc-updates", "8", "--lid-updates", "6",
-    "--valid-every", "6", "--num-codes", "64", "--threads", THREADS,
+    "--valid-every", "6", "--num-codes", "64", "--ft-updates", "4", "--threads", THREADS,
 ]
 
 
@@ -27,7 +29,7 @@ def recipe_run(tmp_path_factory):
 
 def test_all_stages_run(recipe_run):
     work, _, r = recipe_run
-    assert_stages(r, range(11))
+    assert_stages(r, range(13))
     for path in ["data/lang_char/tokens.txt", "data/fbank/fleurs_cuts_test.jsonl.gz", "data/fbank/pool_cuts_fi_fi.jsonl.gz",
                  "exp/bestrq-16/epoch-1.pt", "exp/bestrq-1/valid.jsonl", "exp/ctc-scratch/decode/summary-test-ctc-greedy.json",
                  "exp/lid-bestrq-16/lid/confusion-test.png", "exp/ctc-bestrq-16/onnx/tokens.txt", "RESULTS.md"]:
@@ -44,11 +46,47 @@ def test_all_stages_run(recipe_run):
     assert sum(map(sum, summary["confusion"])) == summary["utterances"]
     results = (work / "RESULTS.md").read_text()
     for section in ("from BEST-RQ, 16 codebooks", "from BEST-RQ, 1 codebook", "from scratch", "language ID",
-                    "masked accuracy", "sherpa-onnx", "Wall time"):
+                    "masked accuracy", "sherpa-onnx", "Wall time", "residual adapters, frozen encoder",
+                    "student, generation 1", "chunk-wise attention (8 s chunks), whole recording", "crop-and-stitch"):
         assert section in results, section
+
+
+def test_usm_methods_stages(recipe_run):
+    """Adapters train on a frozen encoder (its weights equal the starting CTC model's), the head-only arm trains
+    the output layer alone, the long-form set is decoded four ways with error types, and the noisy student learns
+    from filtered pseudo-labels of the pool."""
+    import torch
+
+    from icefall_ext.train.checkpoint import epoch_checkpoints
+
+    work, _, _ = recipe_run
+    exp = work / "exp"
+    last = lambda name: torch.load(epoch_checkpoints(exp / name)[-1][1], weights_only=True)["model"]  # noqa: E731
+    start, adapted = last("ctc-bestrq-16"), last("ft-adapters")
+    encoder = [k for k in start if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(start[k], adapted[k]) for k in encoder)
+    assert any(k.startswith("adapters.") for k in adapted)
+    assert not torch.equal(start["ctc.output.weight"], adapted["ctc.output.weight"])
+    full = last("ft-full")
+    assert any(not torch.equal(start[k], full[k]) for k in encoder)
+    configs = {n: json.loads((exp / n / "train_config.json").read_text()) for n in ("ft-full", "ft-adapters", "ft-head")}
+    assert (configs["ft-head"]["trainable_parameters"] < configs["ft-adapters"]["trainable_parameters"]
+            < 0.2 * configs["ft-full"]["trainable_parameters"])
+    local = json.loads((exp / "ft-local/model_config.json").read_text())
+    assert local["encoder_kwargs"]["attention"] == "local"
+    for tag in ("long-full", "long-chunk", "long-crop"):
+        summary = json.loads((exp / f"ft-full/decode/summary-en_us-ctc-greedy-{tag}.json").read_text())
+        assert set(summary["wer_counts"]) >= {"ins", "del", "sub", "ref_len"} and summary["wer_counts"]["ref_len"] > 100
+    assert (exp / "ft-local/decode/summary-en_us-ctc-greedy-long-local.json").is_file()
+    report = json.loads((work / "data/pl/ns-1/filter_report.json").read_text())
+    assert report["counts"]["total"] > 0 and "per_language" in report  # a smoke-scale teacher may emit only blanks
+    quality = json.loads((work / "data/pl/ns-1/pl_quality.json").read_text())
+    assert quality["num_utts"] == report["counts"]["total"] and "kept" in quality
+    assert (exp / "ns-1/decode/summary-test-ctc-greedy.json").is_file()
+    assert (exp / "ft-adapters/sherpa-decode").is_dir()
 
 
 def test_rerun_skips_finished_stages(recipe_run):
     work, cmd, _ = recipe_run
-    r = subprocess.run(cmd + ["--stop-stage", "9"], capture_output=True, text=True, timeout=300)
-    assert_stages(r, range(10), skipped=True)
+    r = subprocess.run(cmd + ["--stop-stage", "11"], capture_output=True, text=True, timeout=300)
+    assert_stages(r, range(12), skipped=True)

@@ -2,7 +2,9 @@
 # USM-style self-supervised pre-training on FLEURS (Zhang et al. 2023, "Google USM: Scaling automatic speech
 # recognition beyond 100 languages"): a Conformer encoder pre-trained with BEST-RQ (multi-softmax codebooks) on
 # untranscribed audio, then fine-tuned with CTC on all FLEURS languages pooled, and as a FLEURS language-ID
-# classifier; each compared with the same model trained from scratch.
+# classifier; each compared with the same model trained from scratch. Then three USM methods on top of the CTC
+# model: per-language residual adapters on the frozen encoder, noisy-student training on the untranscribed pool, and
+# chunk-wise attention for long-form audio.
 #
 # Usage: egs/fleurs/run.sh [--stage N] [--stop-stage M] [--mini true] [--option value ...]
 #
@@ -20,9 +22,18 @@
 #   6  CTC fine-tuning on FLEURS from each pre-trained encoder, and from scratch (same updates, same data)
 #   7  FLEURS language ID: an utterance-level classifier on the encoder, from the pre-trained encoder and from
 #      scratch
-#   8  evaluation: CER per language (greedy) of the CTC models; language-ID accuracy and confusion matrices
-#   9  export the pre-trained CTC model to sherpa-onnx and decode the test set with sherpa-onnx
-#  10  RESULTS.md (CER per language, 16 vs 1 codebooks, language ID, BEST-RQ curves, wall time of each stage)
+#   8  continued training of the CTC model from BEST-RQ (USM Table 3 / Table 7 arms, same updates each): all
+#      weights; per-language residual adapters on the frozen encoder (+ output layer); the output layer alone on the
+#      frozen encoder; all weights with local attention (--local-frames past/future frames, USM: 128)
+#   9  noisy student (USM Table 4): the teacher labels the pool (greedy CTC), labels filtered by character rate
+#      (bounds from the labelled data) and confidence (--ns-keep-fraction per language), the student (same
+#      initialisation and budget as the teacher) trains with SpecAugment on labelled + pseudo-labelled audio
+#      (--ns-pl-ratio of the duration); --ns-generations N, each student teaching the next
+#  10  evaluation: CER per language (greedy) of every CTC model; language-ID accuracy and confusion matrices;
+#      long-form recordings decoded whole (full, chunk-wise --chunk-seconds, local attention) and crop-and-stitch
+#  11  export the pre-trained CTC model to sherpa-onnx and decode the test set with it; the adapter model folded for
+#      one language (the first of --languages) and decoded with sherpa-onnx on that language
+#  12  RESULTS.md (all tables, BEST-RQ curves, wall time of each stage)
 #
 # Main options (real-data default / --mini default):
 #   --mini false            build and use the built-in mini corpus
@@ -39,6 +50,11 @@
 #      updates, and CTC from that encoder as stuck as from scratch; 100 ms spans over 256 codes learn (RESULTS.md)
 #   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: sized for ~20 min on 2 CPU cores)
 #   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype, --threads
+#   --ft-updates, --ft-lr   stage 8 (AdamW: ScaledAdam cannot move the zero-initialised adapter projections)
+#   --adapter-fraction 0.02 adapter parameters per language / encoder parameters (USM: 2.3%)
+#   --ns-generations 1, --ns-keep-fraction 0.8, --ns-pl-ratio 0.5   noisy student
+#   --chunk-seconds 8       chunk of chunk-wise attention (USM: 8 s); --local-frames 128 (local attention)
+#   --crop-seconds 10       crop-and-stitch decoding of the long-form set, for comparison
 # Relative paths given as options are taken from the directory run.sh is called from.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,7 +62,7 @@ root=$(cd "$here/../.." && pwd)
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 stage=0
-stop_stage=10
+stop_stage=12
 mini=false
 work_dir=
 seed=42
@@ -67,6 +83,16 @@ ctc_updates=
 ctc_lr=
 lid_updates=
 lid_lr=
+ft_updates=
+ft_lr=
+adapter_fraction=0.02
+ns_generations=1
+ns_keep_fraction=0.8
+ns_pl_ratio=0.5
+chunk_seconds=8
+local_frames=128
+crop_seconds=10
+longform_dir=
 max_duration=
 world_size=1
 dtype=
@@ -75,7 +101,7 @@ valid_every=
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
-abs_paths work_dir corpus_dir fleurs_dir pool_dir
+abs_paths work_dir corpus_dir fleurs_dir pool_dir longform_dir
 mkdir -p "${work_dir:=$here}"
 cd "$work_dir"
 
@@ -96,6 +122,9 @@ pick ctc_lr 0.045 0.045
 pick lid_updates 5000 100
 pick lid_lr 0.045 0.045
 pick valid_every 2000 100
+pick ft_updates 5000 150
+pick ft_lr 0.0005 0.001
+pick longform_dir "" "$corpus_dir/longform"
 [ -n "$languages" ] || die "--languages is required with real data (FLEURS codes such as en_us fi_fi)"
 
 fbank=data/fbank
@@ -114,7 +143,7 @@ finetune() { local exp=$1 from=$2; shift 2
 if stage 0 "Corpus" "$corpus_dir/.done"; then
   if [ "$mini" = true ]; then
     python "$root/local/make_mini_corpus.py" --layout fleurs --out "$corpus_dir" --seed "$seed" --scale "$mini_scale" \
-      --num-jobs 2
+      --num-jobs 2 --longform $(for l in en_us de_de fr_fr es_419; do case " $languages " in *" $l "*) echo $l;; esac; done)
   elif [ ! -d "$fleurs_dir/metadata" ]; then
     # lhotse writes <target>/fleurs/<code>/... and <target>/fleurs/metadata/...
     [ "$(basename "$fleurs_dir")" = fleurs ] || die "--fleurs-dir must end in /fleurs for the download (or hold FLEURS)"
@@ -133,6 +162,10 @@ if stage 1 "Manifests" data/manifests/.done; then
     python -m icefall_ext.bin.prepare_corpus unlabelled-audio --corpus-dir "$pool_dir" --output-dir data/manifests \
       --name pool -j 2 -l $(for l in $languages; do [ -d "$pool_dir/$l" ] && printf '%s ' $l; done)
   fi
+  if [ -n "$longform_dir" ]; then
+    python -m icefall_ext.bin.prepare_corpus longform --corpus-dir "$longform_dir" --output-dir data/manifests -j 2 \
+      -l $(for l in $languages; do [ -f "$longform_dir/$l/transcripts.tsv" ] && printf '%s ' $l; done)
+  fi
   mark_done data/manifests/.done
 fi
 
@@ -141,6 +174,7 @@ if stage 2 "Fbank features ($num_mel_bins bins)" $fbank/.done; then
 --num-mel-bins $num_mel_bins"
   $fb --glob 'fleurs-*'
   [ -n "$pool_dir" ] && $fb --glob 'pool'
+  [ -n "$longform_dir" ] && $fb --glob 'longform-*'
   for split in dev test; do lhotse combine $(fleurs_cuts $split) $fbank/fleurs_cuts_$split.jsonl.gz; done
   mark_done $fbank/.done
 fi
@@ -188,29 +222,91 @@ if stage 7 "Language ID from the pre-trained encoder and from scratch" exp/.done
   mark_done exp/.done.lid
 fi
 
-if stage 8 "Evaluation: CER per language, language-ID accuracy" exp/.done.eval; then
-  for from in bestrq-$codebooks bestrq-1 scratch; do
-    python -m icefall_ext.bin.decode --exp-dir exp/ctc-$from --lang-dir $lang --threads "$threads" \
+# stage 8's arms: continued training of the CTC model fine-tuned from BEST-RQ
+continue_ctc() { local exp=$1; shift
+  finetune "$exp" exp/ctc-bestrq-$codebooks --heads ctc --optimizer adamw --lr "$ft_lr" --max-updates "$ft_updates" \
+    --warmup-updates $((ft_updates / 10)) "$@"; }
+
+if stage 8 "Residual adapters on the frozen encoder vs full fine-tuning vs head only; local attention" \
+    exp/.done.ft; then
+  [ -f exp/ft-full/.done ] || { continue_ctc exp/ft-full; mark_done exp/ft-full/.done; }
+  [ -f exp/ft-adapters/.done ] || { continue_ctc exp/ft-adapters --freeze-encoder true --adapters true \
+    --adapter-fraction "$adapter_fraction"; mark_done exp/ft-adapters/.done; }
+  [ -f exp/ft-head/.done ] || { continue_ctc exp/ft-head --freeze-encoder true; mark_done exp/ft-head/.done; }
+  [ -f exp/ft-local/.done ] || { continue_ctc exp/ft-local --attention local --attention-left-frames "$local_frames" \
+    --attention-right-frames "$local_frames"; mark_done exp/ft-local/.done; }
+  mark_done exp/.done.ft
+fi
+
+if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed pool" exp/.done.ns; then
+  [ -n "$pool_dir" ] || die "noisy student needs the untranscribed pool (--pool-dir)"
+  teacher=exp/ctc-bestrq-$codebooks
+  for g in $(seq 1 "$ns_generations"); do
+    pl=data/pl/ns-$g
+    if [ ! -f $pl/.done ]; then
+      refs=(); for l in $languages; do [ -f "$pool_dir/$l/reference_transcripts.tsv" ] && refs+=("$pool_dir/$l/reference_transcripts.tsv"); done
+      python -m icefall_ext.bin.pseudo_label --exp-dir $teacher --lang-dir $lang --cuts $(pool_cuts) --out-dir $pl \
+        --max-duration 200 --rate-reference-cuts $(fleurs_cuts train) \
+        --keep-fraction "$ns_keep_fraction" ${refs[@]+--reference-tsv "${refs[@]}"}
+      mark_done $pl/.done
+    fi
+    if [ ! -f exp/ns-$g/.done ]; then
+      finetune exp/ns-$g exp/bestrq-$codebooks --heads ctc --lr "$ctc_lr" --max-updates "$ctc_updates" \
+        --warmup-updates $((ctc_updates / 10)) --spec-augment true --mix-cuts $pl/pl_cuts.jsonl.gz \
+        --mix-ratio "$ns_pl_ratio"
+      mark_done exp/ns-$g/.done
+    fi
+    teacher=exp/ns-$g
+  done
+  mark_done exp/.done.ns
+fi
+
+longform_cuts() { for l in $languages; do [ -f $fbank/longform-${l}_cuts_test.jsonl.gz ] && \
+  printf '%s ' "$l=$fbank/longform-${l}_cuts_test.jsonl.gz"; done; true; }
+
+if stage 10 "Evaluation: CER per language, language-ID accuracy, long-form WER" exp/.done.eval; then
+  ns=$(for g in $(seq 1 "$ns_generations"); do printf 'ns-%s ' $g; done)
+  for model in ctc-bestrq-$codebooks ctc-bestrq-1 ctc-scratch ft-full ft-adapters ft-head ft-local $ns; do
+    [ -d exp/$model ] || continue
+    python -m icefall_ext.bin.decode --exp-dir exp/$model --lang-dir $lang --threads "$threads" \
       --cuts dev=$fbank/fleurs_cuts_dev.jsonl.gz test=$fbank/fleurs_cuts_test.jsonl.gz --method ctc-greedy
   done
   for from in bestrq-$codebooks scratch; do
     python -m icefall_ext.bin.eval_lid --exp-dir exp/lid-$from --lang-dir $lang --threads "$threads" \
       --cuts test=$fbank/fleurs_cuts_test.jsonl.gz
   done
+  long=$(longform_cuts)
+  if [ -n "$long" ]; then
+    # whole recordings through the encoder (no segmentation), trained the same way: full attention, the same
+    # weights with chunk-wise attention (training clips are shorter than a chunk, so training is identical), local
+    # attention; and crop-and-stitch decoding of the full-attention model
+    dec() { python -m icefall_ext.bin.decode --lang-dir $lang --threads "$threads" --method ctc-greedy \
+      --max-duration 400 --metric wer --cuts $long "$@"; }
+    dec --exp-dir exp/ft-full --tag=-long-full
+    dec --exp-dir exp/ft-full --tag=-long-chunk --attention chunk --attention-chunk-seconds "$chunk_seconds"
+    dec --exp-dir exp/ft-local --tag=-long-local
+    dec --exp-dir exp/ft-full --tag=-long-crop --chunk-seconds "$crop_seconds"
+  fi
   mark_done exp/.done.eval
 fi
 
-if stage 9 "Export to sherpa-onnx and decode the test set with it" exp/.done.export; then
+if stage 11 "Export to sherpa-onnx and decode the test set with it" exp/.done.export; then
   python -m icefall_ext.bin.export_onnx --exp-dir exp/ctc-bestrq-$codebooks --lang-dir $lang --type ctc \
     --out-dir exp/ctc-bestrq-$codebooks/onnx
   python -m icefall_ext.bin.sherpa_decode --onnx-dir exp/ctc-bestrq-$codebooks/onnx --type ctc \
     --cuts test=$fbank/fleurs_cuts_test.jsonl.gz --out-dir exp/ctc-bestrq-$codebooks/sherpa-decode
+  first=${languages%% *}
+  python -m icefall_ext.bin.export_onnx --exp-dir exp/ft-adapters --lang-dir $lang --type ctc \
+    --adapter-language "$first" --out-dir exp/ft-adapters/onnx-$first
+  python -m icefall_ext.bin.sherpa_decode --onnx-dir exp/ft-adapters/onnx-$first --type ctc \
+    --cuts $first=$fbank/fleurs-${first}_cuts_test.jsonl.gz --out-dir exp/ft-adapters/sherpa-decode
   mark_done exp/.done.export
 fi
 
-if stage 10 "RESULTS.md" ""; then
+if stage 12 "RESULTS.md" ""; then
   python "$root/local/report_fleurs.py" --exp exp --languages $languages --codebooks "$codebooks" \
-    --out RESULTS.md --command "egs/fleurs/run.sh --mini $mini"
+    --ns-generations "$ns_generations" --chunk-seconds "$chunk_seconds" --local-frames "$local_frames" \
+    --crop-seconds "$crop_seconds" --out RESULTS.md --command "egs/fleurs/run.sh --mini $mini"
 fi
 
 log "Done (stages $stage..$stop_stage)."

@@ -25,7 +25,7 @@ go to ``filter_report.json``; re-running with --merge-only re-filters with other
         --rate-reference-cuts data/fbank/fleurs_cuts_train.jsonl.gz --keep-fraction 0.8
 
 With --reference-tsv (the mini corpus writes what its unlabelled audio says) the pseudo-label CER per language
-(before filtering) goes to ``pl_quality.json``.
+(before filtering, and of the labels kept under ``"kept"``) goes to ``pl_quality.json``.
 """
 
 from __future__ import annotations
@@ -198,13 +198,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     if missing:
         die(f"cannot merge: shards not labelled yet: {' '.join(missing)}")
     merged = merge_shards(shard_paths(args.out_dir, args.num_shards), expected_ids=[c.id for c in cuts]).to_eager()
-    if args.reference_tsv:
-        quality = score_against_references(merged, read_references(args.reference_tsv))
-        atomic_write_text(args.out_dir / "pl_quality.json", json.dumps(quality, indent=2))
-        logger.info("pseudo-label CER %.2f%% (per language %s)", quality["cer"], quality["per_language_cer"])
     kept, report = filter_pseudo_labels(merged, num_tokens=lambda text: len(tokenizer.encode(text)),
                                         max_tokens=args.max_tokens, rate_bounds=rate_bounds_from_args(args),
                                         min_confidence=args.min_confidence, keep_fraction=args.keep_fraction)
+    if args.reference_tsv:  # all labels, and the labels the filters kept: do the filters keep the better ones?
+        refs = read_references(args.reference_tsv)
+        quality = score_against_references(merged, refs)
+        quality["kept"] = score_against_references(kept, refs) if len(kept) else None
+        atomic_write_text(args.out_dir / "pl_quality.json", json.dumps(quality, indent=2))
+        logger.info("pseudo-label CER %.2f%% before filtering, %s of the kept labels (per language %s)",
+                    quality["cer"], f"{quality['kept']['cer']:.2f}%" if quality["kept"] else "none",
+                    quality["per_language_cer"])
     atomic_write_text(args.out_dir / "filter_report.json", json.dumps(report.to_dict(), indent=2))
     out = args.out_dir / "pl_cuts.jsonl.gz"
     tmp = args.out_dir / "pl_cuts.tmp.jsonl.gz"

@@ -373,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         atomic_write_text(model_config_path, json.dumps(model_config, indent=2))
         record = dict(dataclasses.asdict(cfg), task=args.task, preset=args.preset, heads=args.heads,
                       init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder,
-                      train_heads=args.train_heads)
+                      train_heads=args.train_heads, parameters=num_params, trainable_parameters=trainable)
         atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
 
     lazy = (cfg.lazy or any(is_shar_dir(p) for p in cfg.train_cuts)) and cfg.mix_ratio == 0
