@@ -118,8 +118,25 @@ def test_lid_pooling_ignores_padding():
     garbage = enc.clone()
     garbage[1, 3:] = 1e3
     torch.testing.assert_close(head(garbage, lens), logits)
-    for i, n in enumerate(lens.tolist()):
-        torch.testing.assert_close(logits[i], head.output(enc[i, :n].mean(0)))
+    pooled = torch.stack([enc[i, :n].mean(0) for i, n in enumerate(lens.tolist())])
+    # training: batch statistics (biased variance); the running statistics move by the momentum
+    by_hand = (pooled - pooled.mean(0)) / (pooled.var(0, unbiased=False) + head.norm.eps).sqrt()
+    torch.testing.assert_close(logits, head.output(by_hand))
+    torch.testing.assert_close(head.norm.running_mean, (0.1 + 0.9 * 0.1) * pooled.mean(0))  # two passes, momentum 0.1
+    head.eval()  # inference: running statistics
+    expected = (pooled - head.norm.running_mean) / (head.norm.running_var + head.norm.eps).sqrt()
+    torch.testing.assert_close(head(enc, lens), head.output(expected))
+
+
+def test_lid_head_trains_on_one_utterance_and_loads_old_checkpoints():
+    torch.manual_seed(0)
+    head = LidHead(encoder_dim=4, num_languages=3)
+    enc, lens = torch.randn(1, 5, 4), torch.tensor([5])
+    assert torch.isfinite(head(enc, lens)).all()  # a batch of one has no batch statistics: running ones are used
+    old = {"output.weight": torch.randn(3, 4), "output.bias": torch.randn(3)}  # a head from before the norm
+    fresh = LidHead(encoder_dim=4, num_languages=3).eval()
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh(enc, lens), enc.mean(1) @ old["output.weight"].t() + old["output.bias"])
 
 
 def test_ctc_and_lid_losses_match_torch_by_hand():
