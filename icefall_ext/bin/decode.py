@@ -11,6 +11,11 @@ are stitched back together (long-form audio such as VoxPopuli's ~30 s segments).
 (causal transducers) decodes each utterance's audio chunk by chunk with --decode-chunk-len feature frames per
 chunk, following sherpa-onnx's online recognizer, so its output can be compared with a streaming sherpa-onnx
 decode of the exported model.
+
+Zero-shot text translation (mSLAM's probe): ``--task st --input text --source-lang-dir data/lang_char`` translates
+each cut's source *transcript* through the ST model's text path (``text_frontend``: a model trained with joint MT,
+or initialised from an mSLAM checkpoint) and the same decoder; outputs are tagged ``-text``
+(``recogs-<set>-<method>-text<tag>.txt``, BLEU in ``summary-*-text*.json``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="st: speech translation (BLEU); auto: what the model was trained for")
     p.add_argument("--method", nargs="+", default=["auto"], choices=METHODS + ST_METHODS,
                    help="ASR methods, or st-greedy / st-beam for translation (auto: ctc/transducer default, st-beam)")
+    p.add_argument("--input", choices=["speech", "text"], default="speech",
+                   help="st: translate the audio, or the cuts' source transcripts through the model's text path "
+                        "(zero-shot text translation; needs --source-lang-dir; outputs tagged -text)")
+    p.add_argument("--source-lang-dir", type=Path, default=None,
+                   help="the source character table of --input text (the ST model's --source-lang-dir)")
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="st-beam: hypotheses ranked by log P / length ** this (0: raw log P)")
@@ -160,6 +170,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     task = "st" if config.get("task") == "st" else "asr"
     if args.task not in ("auto", task):
         die(f"--task {args.task}, but {args.exp_dir} holds a {task} model")
+    if args.input == "text" and task != "st":
+        die("--input text translates transcripts with a speech-translation model (--task st)")
     if config["vocab_size"] != tokenizer.vocab_size:
         die(f"{args.lang_dir}/tokens.txt has {tokenizer.vocab_size} tokens but the model was trained with "
             f"{config['vocab_size']}")
@@ -169,9 +181,24 @@ def main(argv: Optional[List[str]] = None) -> None:
         methods = ["st-beam" if m == "auto" else m for m in args.method]
         if any(m not in ST_METHODS for m in methods):
             die(f"a translation model decodes with {' / '.join(ST_METHODS)}")
+        source_tokenizer = None
+        if args.input == "text":
+            if args.source_lang_dir is None:
+                die("--input text needs --source-lang-dir (the source character table)")
+            if getattr(model, "text_frontend", None) is None:
+                die(f"{args.exp_dir} holds an ST model without a text path (text_frontend): train it with "
+                    "--mt-scale > 0 or --init-from an mSLAM checkpoint")
+            try:
+                source_tokenizer = load_tokenizer(args.source_lang_dir)
+            except (FileNotFoundError, ValueError) as e:
+                die(str(e))
+            if source_tokenizer.vocab_size != config["source_vocab_size"]:
+                die(f"{args.source_lang_dir}/tokens.txt has {source_tokenizer.vocab_size} tokens but the model's "
+                    f"source table had {config['source_vocab_size']}")
         decode_translation_sets(model, tokenizer, sets, methods, device, out_dir, source=str(args.exp_dir),
                                 checkpoints=ckpt_desc, beam=args.beam,
-                                length_penalty=args.length_penalty, max_duration=args.max_duration, tag=args.tag)
+                                length_penalty=args.length_penalty, max_duration=args.max_duration, tag=args.tag,
+                                input=args.input, source_tokenizer=source_tokenizer)
         return
     alpha, beta = args.alpha, args.beta
     if args.tuned_lm:

@@ -16,6 +16,13 @@ Examples::
         --train-cuts data/fbank/unlabelled_cuts.jsonl.gz --valid-cuts data/fbank/dev_cuts.jsonl.gz ...
     python -m icefall_ext.bin.train --init-from exp/bestrq --exp-dir exp/ctc --lang-dir data/lang_char ...
 
+    # mSLAM joint speech-text pre-training (BEST-RQ on all training cuts + span-masked character LM on text-only
+    # sentences + CTC on the cuts' transcripts, all through one encoder; icefall_ext.train.mslam), then ST from it
+    # (the encoder, the text front end and the tied character layer are copied; the ST model keeps a text path)
+    python -m icefall_ext.bin.train --pretrain mslam --exp-dir exp/mslam --source-lang-dir data/lang_char \\
+        --mslam-text data/text/fr.txt --mslam-text-scale 0.3 --mslam-ctc-scale 0.03 --train-cuts ... --valid-cuts ...
+    python -m icefall_ext.bin.train --task st --init-from exp/mslam --source-lang-dir data/lang_char ...
+
     # speech translation: --lang-dir holds the target BPE; --source-lang-dir the source characters (auxiliary CTC
     # weighted by --ctc-scale, and the text input of joint ST + MT with --mt-scale 5.0 [--mt-text pairs.tsv])
     python -m icefall_ext.bin.train --task st --exp-dir exp/st --lang-dir data/lang_bpe_en \
@@ -104,7 +111,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="non-linearity of new adapters (default: %(default)s)")
     p.add_argument("--task", choices=["asr", "st"], default="asr",
                    help="st: speech translation (encoder + attention decoder) of the cuts' translated_text")
-    p.add_argument("--pretrain", choices=["none", "best-rq"], default="none",
+    p.add_argument("--pretrain", choices=["none", "best-rq", "mslam"], default="none",
                    help="self-supervised pre-training objective instead of ASR (default: %(default)s)")
     g = p.add_argument_group("BEST-RQ (--pretrain best-rq; defaults of the BEST-RQ paper as USM uses them)")
     g.add_argument("--bestrq-codebooks", type=int, default=1, help="independent quantisers + softmax heads (USM: 16)")
@@ -116,6 +123,21 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--bestrq-norm", choices=["utterance", "vector"], default="utterance",
                    help="target normalisation: each feature dimension over the utterance (default) or each stacked "
                         "vector over its features (pauses then get random codes)")
+    g = p.add_argument_group("mSLAM joint speech-text pre-training (--pretrain mslam; its speech loss takes the "
+                             "--bestrq-* options, its character table is --source-lang-dir's tokens.txt + [MASK])")
+    g.add_argument("--mslam-text", nargs="+", default=[],
+                   help="text-only files, one sentence per line (as many sentences per batch as utterances)")
+    g.add_argument("--mslam-speech-scale", type=float, default=1.0, help="weight of the BEST-RQ loss")
+    g.add_argument("--mslam-text-scale", type=float, default=0.3,
+                   help="weight of the span-masked text loss (0: speech only; default: %(default)s)")
+    g.add_argument("--mslam-ctc-scale", type=float, default=0.03,
+                   help="weight of CTC on the cuts' transcripts through the text-MLM output layer (0: speech + text "
+                        "without alignment; default: %(default)s)")
+    g.add_argument("--mslam-span", type=int, default=5, help="characters per masked text span (mSLAM: 20)")
+    g.add_argument("--mslam-mask-fraction", type=float, default=0.15,
+                   help="expected fraction of each sentence's characters that is masked (default: %(default)s)")
+    g.add_argument("--mslam-ctc-masked", type=str2bool, default=False,
+                   help="true: CTC on the masked BEST-RQ pass (no second encoder pass over the paired utterances)")
     add_attention_args(p, default_help="keep the preset's or --init-from checkpoint's setting; presets: full")
     p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -262,11 +284,24 @@ def main(argv: Optional[List[str]] = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             die(str(e))
     source_tokenizer = None
-    if args.task == "st" and cfg.source_lang_dir:
+    mslam = args.pretrain == "mslam"
+    if (args.task == "st" or mslam) and cfg.source_lang_dir:
         try:
             source_tokenizer = load_tokenizer(Path(cfg.source_lang_dir))
         except (FileNotFoundError, ValueError) as e:
             die(str(e))
+    if mslam:
+        from ..data.tokenizer import CharTokenizer
+
+        if not isinstance(source_tokenizer, CharTokenizer):
+            die("--pretrain mslam needs --source-lang-dir with a character table (tokens.txt, no bpe.model)")
+        for path in args.mslam_text:
+            if not Path(path).is_file():
+                die(f"missing --mslam-text file {path}")
+        if cfg.lang_dir:
+            logger.warning("--pretrain mslam ignores --lang-dir: its character table is --source-lang-dir's")
+        if cfg.unlabelled_cuts or args.task != "asr":
+            die("--pretrain mslam takes every --train-cuts cut as speech (no --unlabelled-cuts) and no --task")
     if args.task == "st" and cfg.mt_scale > 0 and source_tokenizer is None:
         die("--mt-scale > 0 (joint ST + MT) needs --source-lang-dir (the source character table)")
     lang_file = Path(cfg.lang_dir) / "languages.txt"
@@ -290,6 +325,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if model_config_path.is_file():
         model_config = json.loads(model_config_path.read_text())
         logger.info("using the model config of the existing experiment %s", model_config_path)
+        if mslam and model_config.get("mslam", {}).get("source_tokens") != source_tokenizer.token_table:
+            die(f"{cfg.source_lang_dir}/tokens.txt differs from the character table of the experiment's model")
         saved = model_config.get("encoder_kwargs", {})
         if any(saved.get(k, "full" if k == "attention" else None) != v for k, v in attention.items()):
             logger.warning("--attention options differ from the existing experiment's config: ignored (%s)",
@@ -307,6 +344,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         if init_path is not None:  # the encoder of an ASR / pre-trained model; the decoder starts fresh
             old_config = load_checkpoint(init_path)["model_config"]
             model_config.update({k: old_config[k] for k in ("encoder", "encoder_kwargs", "feature_dim")})
+            if old_config.get("pretrain") == "mslam":  # keep its text path: joint MT, zero-shot text translation
+                if source_tokenizer is None:
+                    die("--init-from an mSLAM checkpoint needs --source-lang-dir (the characters of its text path)")
+                model_config["st"]["text_input"] = True
+                logger.info("mSLAM checkpoint: the ST model gets a text input (text_frontend) initialised from it")
     elif init_path is not None or args.architecture_from:
         # fine-tuning keeps the architecture of the checkpoint; only the output sizes follow the new tables
         arch_path = init_path or _resolve_init_from(args.architecture_from)
@@ -314,6 +356,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                             num_languages=len(languages) if cfg.lid_scale > 0 else 0)
         if model_config.pop("pretrain", None) is not None:  # a pre-trained encoder gets the --heads asked for
             model_config.pop("best_rq", None)
+            model_config.pop("mslam", None)
             model_config["use_ctc"], model_config["use_transducer"] = HEADS[args.heads]
         overrides = json.loads(args.model_overrides)
         model_config["encoder_kwargs"] = {**model_config["encoder_kwargs"], **overrides.pop("encoder_kwargs", {})}
@@ -334,6 +377,12 @@ def main(argv: Optional[List[str]] = None) -> None:
                 num_codebooks=args.bestrq_codebooks, num_codes=args.bestrq_num_codes, code_dim=args.bestrq_code_dim,
                 mask_prob=args.bestrq_mask_prob, mask_frames=args.bestrq_mask_frames,
                 noise_std=args.bestrq_noise_std, norm=args.bestrq_norm, seed=cfg.seed))
+        if mslam:
+            model_config.update(pretrain="mslam", mslam=dict(
+                source_tokens=source_tokenizer.token_table, span=args.mslam_span,
+                mask_fraction=args.mslam_mask_fraction, speech_scale=args.mslam_speech_scale,
+                text_scale=args.mslam_text_scale, ctc_scale=args.mslam_ctc_scale, use_ctc=args.mslam_ctc_scale > 0,
+                ctc_masked=args.mslam_ctc_masked))
     try:
         apply_attention(model_config, attention)
     except ValueError as e:
@@ -346,14 +395,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     elif model_config.get("adapters") and model_config["adapters"]["languages"] != languages:
         die(f"the experiment's adapters cover {model_config['adapters']['languages']} but {lang_file} lists "
             f"{languages}: adapter ids would not match the batches' language ids")
-    model = build_model(model_config)
+    try:
+        model = build_model(model_config)
+    except ValueError as e:
+        die(f"cannot build the model: {e}")
     num_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters", model_config.get("encoder"), num_params / 1e6)
 
     if init_path is not None:
         old = load_checkpoint(init_path)
+        # an mSLAM checkpoint's text front end and character layer are indexed by its source table (+ [MASK])
+        old_source = (old["model_config"].get("mslam") or {}).get("source_tokens")
+        row_tables = None
+        if old_source and source_tokenizer is not None:
+            row_tables = {name: (old_source, source_tokenizer.token_table) for name in
+                          ("text_frontend.embed.weight", "source_ctc.output.weight", "source_ctc.output.bias")}
         transfer_weights(model, old["model"], old.get("tokens", []), tokenizer.token_table,
-                         old.get("languages", []), languages)
+                         old.get("languages", []), languages, row_tables=row_tables)
         logger.info("initialised from %s", init_path)
     trainable = freeze_for_training(model, args.freeze_encoder, args.train_heads)
     if trainable == 0:
@@ -373,7 +431,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         atomic_write_text(model_config_path, json.dumps(model_config, indent=2))
         record = dict(dataclasses.asdict(cfg), task=args.task, preset=args.preset, heads=args.heads,
                       init_from=str(init_path) if init_path else None, freeze_encoder=args.freeze_encoder,
-                      train_heads=args.train_heads, parameters=num_params, trainable_parameters=trainable)
+                      train_heads=args.train_heads, parameters=num_params, trainable_parameters=trainable,
+                      **({"pretrain": args.pretrain, "mslam_text": args.mslam_text} if mslam else {}))
         atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
 
     lazy = (cfg.lazy or any(is_shar_dir(p) for p in cfg.train_cuts)) and cfg.mix_ratio == 0
@@ -412,8 +471,16 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         objective = SpeechTranslationObjective.from_cuts(train_cuts, source_tokenizer, cfg.mt_scale, cfg.mt_text,
                                                          cfg.seed)
-    trainer = Trainer(cfg, model, model_config, tokenizer, languages, rank=rank, world_size=world_size,
-                      device=device, objective=objective)
+    elif mslam:
+        from ..train.mslam import MslamObjective
+
+        try:
+            objective = MslamObjective.from_files(args.mslam_text, model.source_tokens, cfg.seed, model.text_scale)
+        except ValueError as e:
+            die(str(e))
+    # mSLAM encodes its text and transcripts itself (unknown characters dropped): the batches carry no tokens
+    trainer = Trainer(cfg, model, model_config, None if mslam else tokenizer, languages, rank=rank,
+                      world_size=world_size, device=device, objective=objective)
     trainer.build_sources(train_cuts, valid_cuts, unlabelled)
     trainer.run()
     if world_size > 1:

@@ -145,15 +145,25 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     """Build an :class:`AsrModel` from a config dict (see module docstring); with ``"task": "st"`` a
     :class:`~icefall_ext.models.st_model.SpeechTranslationModel` (:func:`st_config_from_preset`); with
     ``"pretrain": "best_rq"`` a
-    :class:`~icefall_ext.pretrain.best_rq.BestRqModel` of the same encoder (``"best_rq"``: its keyword arguments).
-    Fine-tuning (``train --init-from``) drops those two keys and gets the ASR model the rest of the config
-    describes, with the heads it asks for."""
+    :class:`~icefall_ext.pretrain.best_rq.BestRqModel` of the same encoder (``"best_rq"``: its keyword arguments);
+    with ``"pretrain": "mslam"`` a :class:`~icefall_ext.pretrain.mslam.MslamModel` (``"best_rq"`` for its speech
+    loss, ``"mslam"``: its keyword arguments, ``source_tokens`` included).
+    Fine-tuning (``train --init-from``) drops those keys and gets the ASR model the rest of the config
+    describes, with the heads it asks for (``--task st`` takes the encoder, and from mSLAM the text path too)."""
     if config.get("pretrain") == "best_rq":
         from icefall_ext.pretrain.best_rq import BestRq, BestRqModel
 
         encoder = build_encoder(config)
         return BestRqModel(encoder, BestRq(config["feature_dim"], encoder.output_dim,
                                            stack=encoder.subsampling_factor, **config.get("best_rq", {})))
+    if config.get("pretrain") == "mslam":
+        from icefall_ext.pretrain.best_rq import BestRq
+        from icefall_ext.pretrain.mslam import MslamModel
+
+        encoder = build_encoder(config)
+        return MslamModel(encoder, BestRq(config["feature_dim"], encoder.output_dim,
+                                          stack=encoder.subsampling_factor, **config.get("best_rq", {})),
+                          **config["mslam"])
     if config.get("adapters") and (config.get("task") == "st" or config.get("pretrain") is not None):
         raise ValueError("per-language adapters are implemented for ASR models (AsrModel) only")
     if config.get("task") == "st":
@@ -162,7 +172,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         return SpeechTranslationModel(build_encoder(config), config["vocab_size"],
                                       source_vocab_size=config["source_vocab_size"], **config["st"])
     if config.get("pretrain") is not None:
-        raise ValueError(f"unknown pretraining objective {config['pretrain']!r} (best_rq)")
+        raise ValueError(f"unknown pretraining objective {config['pretrain']!r} (best_rq, mslam)")
     missing = [key for key in _REQUIRED_KEYS if key not in config]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}")

@@ -3,13 +3,15 @@
 Every parameter whose shape matches is copied. A parameter indexed by token along its first dimension (CTC
 output, joiner output, decoder embedding, simple-loss LM/AM projections) or by language (LID head) is rebuilt:
 rows of symbols present in both tables are copied, rows of new symbols keep their fresh initialisation.
+Parameters named in ``row_tables`` are indexed by their own symbol tables (e.g. the source characters of a text
+front end): their rows are mapped by those tables, and old rows past the old table (an mSLAM [MASK] row) dropped.
 Anything else that does not fit is reported and left freshly initialised.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,8 +32,12 @@ def transfer_weights(
     new_tokens: Sequence[str],
     old_languages: Sequence[str] = (),
     new_languages: Sequence[str] = (),
+    row_tables: Optional[Mapping[str, Tuple[Sequence[str], Sequence[str]]]] = None,
 ) -> Dict[str, str]:
-    """Load ``old_state`` into ``model`` as far as it fits; returns ``{param name: what was done}``."""
+    """Load ``old_state`` into ``model`` as far as it fits; returns ``{param name: what was done}``.
+
+    ``row_tables``: ``{param name: (old symbols, new symbols)}`` for parameters indexed by another table than the
+    output tokens or languages."""
     new_state = model.state_dict()
     tok_rows = row_map(old_tokens, new_tokens)
     lang_rows = row_map(old_languages, new_languages)
@@ -44,7 +50,13 @@ def transfer_weights(
             done[name] = "new"
             continue
         rows = None
-        if target.dim() >= 1 and src.dim() == target.dim() and src.shape[1:] == target.shape[1:]:
+        same_row_shape = target.dim() >= 1 and src.dim() == target.dim() and src.shape[1:] == target.shape[1:]
+        if same_row_shape and name in (row_tables or {}):
+            old_symbols, new_symbols = row_tables[name]
+            same_table = list(old_symbols) == list(new_symbols) and src.shape == target.shape
+            if not same_table and src.shape[0] >= len(old_symbols) and target.shape[0] == len(new_symbols):
+                rows = row_map(old_symbols, new_symbols)
+        elif same_row_shape:
             if tokens_differ and src.shape[0] == len(old_tokens) and target.shape[0] == len(new_tokens):
                 rows = tok_rows
             elif languages_differ and src.shape[0] == len(old_languages) and target.shape[0] == len(new_languages):

@@ -8,6 +8,8 @@ objective a model was built for:
 * :class:`~icefall_ext.train.translation.SpeechTranslationObjective` — speech translation (+ CTC, + joint MT).
 * :class:`BestRqObjective` — BEST-RQ masked prediction (``icefall_ext.pretrain.best_rq``); validation loss,
   masked-frame accuracy, codes used and perplexity per codebook.
+* :class:`~icefall_ext.train.mslam.MslamObjective` — mSLAM joint speech-text pre-training
+  (``icefall_ext.pretrain.mslam``): BEST-RQ + span-masked text + paired CTC.
 """
 
 from __future__ import annotations
@@ -191,4 +193,10 @@ def objective_for(model: torch.nn.Module) -> Objective:
         from .translation import SpeechTranslationObjective
 
         return SpeechTranslationObjective()
+    from ..pretrain.mslam import MslamModel
+
+    if isinstance(model, MslamModel):  # without text data (``train`` builds it with --mslam-text)
+        from .mslam import MslamObjective
+
+        return MslamObjective()
     return BestRqObjective() if isinstance(model, BestRqModel) else AsrObjective()
