@@ -81,7 +81,7 @@ def test_wide_beam_finds_the_brute_force_optimum(penalty):
     original = attention.length_caps
     attention.length_caps = lambda memory_lens, ratio, min_len=5: [cap] * len(memory_lens)
     try:
-        found = beam_search(decoder, memory, lens, beam=3 ** cap + 1, length_penalty=penalty)
+        found = beam_search(decoder, memory, lens, beam=3 ** cap + 1, length_penalty=penalty, early_stop=False)
     finally:
         attention.length_caps = original
     want = brute_force_best(decoder, memory, lens, cap, penalty)

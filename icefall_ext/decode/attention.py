@@ -51,8 +51,12 @@ def greedy_search(decoder, memory: Tensor, memory_lens: Tensor,
 
 @torch.no_grad()
 def beam_search(decoder, memory: Tensor, memory_lens: Tensor, beam: int = 4, length_penalty: float = 1.0,
-                max_len_ratio: float = 1.0) -> List[Tuple[List[int], float]]:
-    """Length-normalised beam search: (tokens, raw log-probability incl. ``<eos>``) per utterance."""
+                max_len_ratio: float = 1.0, early_stop: bool = True) -> List[Tuple[List[int], float]]:
+    """Length-normalised beam search: (tokens, raw log-probability incl. ``<eos>``) per utterance.
+
+    ``early_stop``: an utterance is done once ``beam`` hypotheses have ended (the usual rule of fairseq and ESPnet);
+    False: only when no live prefix can still beat the best ending at any length up to the cap, which makes a beam
+    as wide as all prefixes exhaustive but, with length normalisation, runs nearly every utterance to its cap."""
     n, eos, device = memory.shape[0], decoder.sos_eos, memory.device
     caps = length_caps(memory_lens, max_len_ratio)
     mem = memory.repeat_interleave(beam, 0)
@@ -107,7 +111,8 @@ def beam_search(decoder, memory: Tensor, memory_lens: Tensor, beam: int = 4, len
             # best of them (a prefix's raw score only falls; its normalised score is at most raw / (cap + 1) ** p)
             best_live = max((float(new_scores[i, k]) for k in range(live)), default=-math.inf)
             bound = norm(best_live, caps[i] + 1) if best_live > -math.inf else -math.inf
-            if live == 0 or (len(finished[i]) >= beam and max(f[0] for f in finished[i]) >= bound):
+            ended = len(finished[i]) >= beam
+            if live == 0 or (ended and (early_stop or max(f[0] for f in finished[i]) >= bound)):
                 active[i] = False
         if not any(active):
             break
