@@ -34,8 +34,11 @@ def greedy_search(decoder, memory: Tensor, memory_lens: Tensor,
     done = torch.zeros(n, dtype=torch.bool, device=memory.device)
     out: List[List[int]] = [[] for _ in range(n)]
     for step in range(max(caps) + 1):
-        lens = torch.full((n,), ys.shape[1], dtype=torch.int64, device=memory.device)
-        logp = decoder(memory, memory_lens, ys, lens)[:, -1].float().log_softmax(-1)
+        rows = (~done).nonzero()[:, 0]  # finished utterances leave the decoder's batch
+        lens = torch.full((len(rows),), ys.shape[1], dtype=torch.int64, device=memory.device)
+        found = decoder(memory[rows], memory_lens[rows], ys[rows], lens)[:, -1].float().log_softmax(-1)
+        logp = torch.zeros(n, found.shape[-1], device=memory.device)
+        logp[rows] = found
         at_cap = torch.tensor([step >= c for c in caps], device=memory.device)
         best = torch.where(at_cap, torch.full_like(done, eos, dtype=torch.int64), logp.argmax(-1))
         scores += torch.where(done, torch.zeros_like(scores), logp.gather(-1, best[:, None])[:, 0])
@@ -71,21 +74,24 @@ def beam_search(decoder, memory: Tensor, memory_lens: Tensor, beam: int = 4, len
         return raw / (length ** length_penalty) if length_penalty else raw
 
     for step in range(max(caps) + 1):
-        ys = torch.tensor([[eos] + p for utt in prefixes for p in utt], dtype=torch.int64, device=device)
-        lens = torch.full((n * beam,), ys.shape[1], dtype=torch.int64, device=device)
-        logp = decoder(mem, mem_lens, ys, lens)[:, -1].float().log_softmax(-1)
-        vocab = logp.shape[-1]
+        # only utterances still searching go through the decoder; the others' rows are left at -inf
+        act = [i for i in range(n) if active[i]]
+        rows = torch.tensor([i * beam + b for i in act for b in range(beam)], dtype=torch.int64, device=device)
+        ys = torch.tensor([[eos] + p for i in act for p in prefixes[i]], dtype=torch.int64, device=device)
+        lens = torch.full((len(rows),), ys.shape[1], dtype=torch.int64, device=device)
+        out = decoder(mem[rows], mem_lens[rows], ys, lens)[:, -1].float().log_softmax(-1)
+        vocab = out.shape[-1]
+        logp = torch.full((n * beam, vocab), -math.inf, device=device)
+        logp[rows] = out
         total = (scores.reshape(-1, 1) + logp).reshape(n, beam * vocab)
         top_scores, top_ids = total.topk(min(2 * beam, beam * vocab), dim=-1)
         new_scores = torch.full((n, beam), -math.inf, device=device)
         new_prefixes: List[List[List[int]]] = [[[] for _ in range(beam)] for _ in range(n)]
-        for i in range(n):
-            # every row of the next step's batch has the same length: finished utterances and empty beam slots
-            # carry a filler prefix with score -inf
+        for i in act:
+            # every row of the next step's batch has the same length: empty beam slots carry a filler prefix with
+            # score -inf
             filler = prefixes[i][0] + [eos]
             new_prefixes[i] = [filler] * beam
-            if not active[i]:
-                continue
             at_cap, live = step >= caps[i], 0
             if at_cap:  # only <eos>: close every live prefix
                 for b in range(beam):
