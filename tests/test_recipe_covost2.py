@@ -14,7 +14,7 @@ from conftest import THREADS, assert_stages, run_recipe
 LANGS = ["fr", "de", "nl"]
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--languages", " ".join(LANGS),
-    "--updates", "8", "--asr-updates", "6", "--valid-every", "4", "--vocab-size", "120", "--max-duration", "40", "--threads", THREADS,
+    "--updates", "8", "--asr-updates", "6", "--pt-updates", "6", "--valid-every", "4", "--vocab-size", "120", "--max-duration", "40", "--threads", THREADS,
 ]
 
 
@@ -27,7 +27,7 @@ def recipe_run(tmp_path_factory):
 
 def test_all_stages_run(recipe_run):
     work, _, r = recipe_run
-    assert_stages(r, range(9))
+    assert_stages(r, range(11))
     for path in ["data/lang_char/tokens.txt", "data/lang_bpe_120/bpe.model", "data/fbank/covost2_cuts_test.jsonl.gz",
                  "exp/st/decode/summary-test-st-beam.json", "exp/st-mt/decode/recogs-dev-st-beam.txt", "RESULTS.md"]:
         assert (work / path).exists(), path
@@ -41,8 +41,15 @@ def test_all_stages_run(recipe_run):
     assert "joint MT:" in log and "from --mt-text" in log
     summary = json.loads((work / "exp/st/decode/summary-test-st-beam.json").read_text())
     assert set(summary["per_language_bleu"]) == set(LANGS) and 0.0 <= summary["bleu"] <= 100.0
+    for v in ("speech", "text", "ctc"):  # three pre-training variants, each fine-tuned for ST, each probed zero-shot
+        pt = json.loads((work / f"exp/pt-{v}/model_config.json").read_text())
+        assert pt["pretrain"] == "mslam" and pt["mslam"]["use_ctc"] == (v == "ctc")
+        assert (pt["mslam"]["text_scale"] > 0) == (v != "speech")
+        zero = json.loads((work / f"exp/st-pt-{v}/decode/summary-test-st-beam-text.json").read_text())
+        assert zero["input"] == "text" and 0.0 <= zero["bleu"] <= 100.0
     results = (work / "RESULTS.md").read_text()
-    for text in ("identity (transcript as translation)", "| high | mid | low | all |", "Wall time"):
+    for text in ("identity (transcript as translation)", "| high | mid | low | all |", "Wall time",
+                 "speech + text + paired CTC (mSLAM-CTC)", "zero-shot"):
         assert text in results, text
 
 
@@ -65,8 +72,8 @@ def test_every_bleu_row_learned_or_is_marked(recipe_run):
 
 def test_rerun_skips_finished_stages(recipe_run):
     work, cmd, _ = recipe_run
-    r = subprocess.run(cmd + ["--stop-stage", "7"], capture_output=True, text=True, timeout=300)
-    assert_stages(r, range(8), skipped=True)
+    r = subprocess.run(cmd + ["--stop-stage", "9"], capture_output=True, text=True, timeout=300)
+    assert_stages(r, range(10), skipped=True)
 
 
 def test_a_tiny_st_model_overfits_a_few_utterances(recipe_run, tmp_path):

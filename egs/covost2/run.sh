@@ -20,8 +20,13 @@
 #   6  joint speech + text translation: as many MT pairs as utterances in each batch, MT weight --mt-scale
 #      (mSLAM: 5.0); MT pairs: the training transcripts with their translations (+ --mt-text files; mini: the
 #      corpus's text-only pairs)
-#   7  decode dev and test with beam search (BLEU, chrF per language)
-#   8  RESULTS.md: BLEU per language and group (high / mid / low as mSLAM), ST vs ST + MT, the identity baseline
+#   7  mSLAM-style joint pre-training (--pt-variants): speech only (BEST-RQ), speech + span-masked text, speech +
+#      text + CTC on the paired transcripts through the text softmax (mSLAM-CTC); text: --mslam-text files (one
+#      sentence per line; mini: the source side of the corpus's text-only pairs, disjoint from dev/test)
+#   8  speech translation fine-tuned from each pre-trained encoder (ST alone; --pt-joint true: also joint ST + MT)
+#   9  decode dev and test with beam search (BLEU, chrF per language); zero-shot probe: the ST-only models of stage 8
+#      translate the source *text* of test through the text path
+#  10  RESULTS.md: BLEU per language and group (high / mid / low as mSLAM), ST vs ST + MT, the identity baseline
 #      (the transcript taken as its own translation)
 #
 # Main options (real-data default / --mini default):
@@ -31,11 +36,13 @@
 #   --languages          Common Voice codes (real: fr de es ca it ru zh-CN pt fa et mn nl tr ar sv-SE lv sl ta ja id
 #                        cy; mini: fr de es it ru fa nl sv-SE)
 #   --preset             conformer-medium / conformer-mini;  --vocab-size 8000 / 500 (target BPE)
-#   --mt-scale 5.0       MT loss weight of stage 5;  --mt-text ""  extra "source<TAB>English" files for stage 5
+#   --mt-scale 5.0 / 1.0 MT loss weight of stage 6 (mini: with weight 5 the joint arm fell to 14.3 test BLEU against
+#                        18.8 for ST alone; with 1 it leads ST alone at every validation);  --mt-text ""  extra "source<TAB>English" files for stage 5
 #   --ctc-scale 0.3      auxiliary CTC on the transcript
 #   --spec-augment true / false
 #   --asr-updates        stage 4's length (mini: 300 updates bring the transcript CER from ~97% to ~45%; an ST
 #                        model trained from scratch sat on the CTC blank plateau for 300-400 of its 600 updates)
+#   --pt-variants "speech text ctc", --pt-updates 300 (mini), --pt-joint false / true, --mslam-text FILES
 #   --updates, --lr, --max-duration, --beam, --world-size, --dtype, --threads
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,7 +50,7 @@ root=$(cd "$here/../.." && pwd)
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 stage=0
-stop_stage=8
+stop_stage=10
 mini=false
 work_dir=
 seed=42
@@ -54,11 +61,15 @@ covost_dir=
 languages=
 preset=
 vocab_size=
-mt_scale=5.0
+mt_scale=
 mt_text=
 ctc_scale=0.3
 updates=
 asr_updates=
+pt_variants="speech text ctc"
+pt_updates=
+pt_joint=
+mslam_text=
 lr=
 max_duration=
 beam=4
@@ -71,7 +82,7 @@ spec_augment=
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
 abs_paths work_dir corpus_dir cv_dir covost_dir
-abs_paths --words mt_text
+abs_paths --words mt_text mslam_text
 mkdir -p "${work_dir:=$here}"
 cd "$work_dir"
 
@@ -83,11 +94,15 @@ pick preset conformer-medium conformer-mini
 pick vocab_size 8000 500
 pick updates 60000 400
 pick asr_updates 20000 300
+pick mt_scale 5.0 1.0  # mini: the text path starts from nothing; weight 5 pulled the shared encoder to it (RESULTS.md)
+pick pt_updates 100000 300
+pick pt_joint true false
 pick lr 0.045 0.045
 pick max_duration 600 60
 pick dtype bfloat16 float32
 pick valid_every 2000 100
 pick spec_augment true false  # mini: 3-4 s clips and a few hundred updates; masks hide the slots to translate
+mini_bestrq=(); [ "$mini" = true ] && mini_bestrq=(--bestrq-num-codes 256 --bestrq-mask-prob 0.04 --bestrq-mask-frames 10)
 [ "$mini" = true ] && [ -z "$mt_text" ] && mt_text=$(for l in $languages; do printf '%s ' "$covost_dir/mt_text.${l}_en.tsv"; done)
 
 fbank=data/fbank
@@ -165,18 +180,62 @@ if stage 6 "Joint speech + text translation (MT weight $mt_scale)" exp/st-mt/.do
   mark_done exp/st-mt/.done
 fi
 
-if stage 7 "Decode dev and test (beam $beam)" exp/.done.decode; then
-  for exp in st st-mt; do
+# pre-training variant -> train flags (mSLAM loss weights: speech 1.0, text 0.3, paired CTC 0.03)
+pt_flags() { case $1 in
+  speech) echo --mslam-text-scale 0 --mslam-ctc-scale 0;;
+  text) echo --mslam-ctc-scale 0;;
+  ctc) echo;;
+  *) die "unknown --pt-variants entry $1 (speech, text, ctc)";; esac; }
+
+if stage 7 "mSLAM-style pre-training: $pt_variants" exp/.done.pt; then
+  if [ -z "$mslam_text" ]; then
+    [ "$mini" = true ] || die "--mslam-text: unlabelled source-language text for the text variants (one sentence per line)"
+    mkdir -p data/mslam && for l in $languages; do cut -f1 "$covost_dir/mt_text.${l}_en.tsv"; done > data/mslam/text.txt
+    mslam_text=data/mslam/text.txt
+  fi
+  for v in $pt_variants; do
+    [ -f exp/pt-$v/.done ] && continue
+    python -m icefall_ext.bin.train --pretrain mslam --exp-dir exp/pt-$v --preset "$preset" --source-lang-dir $lang_src \
+      --mslam-text $mslam_text $(pt_flags $v) --train-cuts $(cuts_of train) --valid-cuts $fbank/covost2_cuts_dev.jsonl.gz \
+      --optimizer scaled_adam --scheduler eden --lr "$lr" --max-updates "$pt_updates" --num-epochs 0 \
+      --warmup-updates $((pt_updates / 10)) --max-duration "$max_duration" --valid-every-n "$valid_every" \
+      --spec-augment false --world-size "$world_size" --dtype "$dtype" --threads "$threads" --seed "$seed" \
+      ${mini_bestrq[@]+"${mini_bestrq[@]}"}
+    mark_done exp/pt-$v/.done
+  done
+  mark_done exp/.done.pt
+fi
+
+if stage 8 "Speech translation from each pre-trained encoder" exp/.done.ft; then
+  for v in $pt_variants; do
+    [ -f exp/st-pt-$v/.done ] || { train_st exp/st-pt-$v --init-from exp/pt-$v; mark_done exp/st-pt-$v/.done; }
+    if [ "$pt_joint" = true ] && [ ! -f exp/st-mt-pt-$v/.done ]; then
+      train_st exp/st-mt-pt-$v --init-from exp/pt-$v --mt-scale "$mt_scale" ${mt_text:+--mt-text $mt_text}
+      mark_done exp/st-mt-pt-$v/.done
+    fi
+  done
+  mark_done exp/.done.ft
+fi
+
+if stage 9 "Decode dev and test (beam $beam); zero-shot text translation" exp/.done.decode; then
+  sets=(--cuts dev=$fbank/covost2_cuts_dev.jsonl.gz test=$fbank/covost2_cuts_test.jsonl.gz)
+  for exp in st st-mt $(for v in $pt_variants; do printf 'st-pt-%s st-mt-pt-%s ' $v $v; done); do
+    [ -f exp/$exp/.done ] || continue
     python -m icefall_ext.bin.decode --task st --exp-dir exp/$exp --lang-dir $lang_tgt --method st-beam \
-      --beam "$beam" --threads "$threads" --avg 1 \
-      --cuts dev=$fbank/covost2_cuts_dev.jsonl.gz test=$fbank/covost2_cuts_test.jsonl.gz
+      --beam "$beam" --threads "$threads" --avg 1 "${sets[@]}"
+  done
+  for v in $pt_variants; do  # speech-only fine-tuning, source text in: the zero-shot probe
+    [ -f exp/st-pt-$v/.done ] || continue
+    python -m icefall_ext.bin.decode --task st --exp-dir exp/st-pt-$v --lang-dir $lang_tgt --method st-beam \
+      --beam "$beam" --threads "$threads" --avg 1 --input text --source-lang-dir $lang_src \
+      --cuts test=$fbank/covost2_cuts_test.jsonl.gz
   done
   mark_done exp/.done.decode
 fi
 
-if stage 8 "RESULTS.md" ""; then
+if stage 10 "RESULTS.md" ""; then
   python "$root/local/report_covost2.py" --exp exp --test-cuts $fbank/covost2_cuts_test.jsonl.gz \
-    --languages $languages --out RESULTS.md --command "egs/covost2/run.sh --mini $mini"
+    --languages $languages --pt-variants $pt_variants --out RESULTS.md --command "egs/covost2/run.sh --mini $mini"
 fi
 
 log "Done (stages $stage..$stop_stage)."

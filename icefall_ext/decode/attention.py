@@ -63,9 +63,12 @@ def beam_search(decoder, memory: Tensor, memory_lens: Tensor, beam: int = 4, len
                 max_len_ratio: float = MAX_LEN_RATIO, early_stop: bool = True) -> List[Tuple[List[int], float]]:
     """Length-normalised beam search: (tokens, raw log-probability incl. ``<eos>``) per utterance.
 
-    ``early_stop``: an utterance is done once ``beam`` hypotheses have ended (the usual rule of fairseq and ESPnet);
-    False: only when no live prefix can still beat the best ending at any length up to the cap, which makes a beam
-    as wide as all prefixes exhaustive but, with length normalisation, runs nearly every utterance to its cap."""
+    An utterance is done when ``beam`` hypotheses have ended and the best of them beats every live prefix as that
+    prefix would score if it ended at the next step (``early_stop``, the rule of Hugging Face's generate); with
+    ``early_stop=False``, only when no live prefix can beat it at any length up to the cap, which makes a beam as wide
+    as all prefixes exhaustive but, with length normalisation, runs nearly every utterance to its cap. Stopping as
+    soon as ``beam`` hypotheses have ended is not enough: a confident model's low-ranked beams end early with poor
+    scores and would stop the search before its good prefix ends."""
     n, eos, device = memory.shape[0], decoder.sos_eos, memory.device
     caps = length_caps(memory_lens, max_len_ratio)
     mem = memory.repeat_interleave(beam, 0)
@@ -122,9 +125,9 @@ def beam_search(decoder, memory: Tensor, memory_lens: Tensor, beam: int = 4, len
             # done when nothing is live, or when `beam` hypotheses have ended and no live prefix can still beat the
             # best of them (a prefix's raw score only falls; its normalised score is at most raw / (cap + 1) ** p)
             best_live = max((float(new_scores[i, k]) for k in range(live)), default=-math.inf)
-            bound = norm(best_live, caps[i] + 1) if best_live > -math.inf else -math.inf
-            ended = len(finished[i]) >= beam
-            if live == 0 or (ended and (early_stop or max(f[0] for f in finished[i]) >= bound)):
+            horizon = step + 2 if early_stop else caps[i] + 1  # live prefixes have step + 1 tokens
+            bound = norm(best_live, horizon) if best_live > -math.inf else -math.inf
+            if live == 0 or (len(finished[i]) >= beam and max(f[0] for f in finished[i]) >= bound):
                 active[i] = False
         if not any(active):
             break
