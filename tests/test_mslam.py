@@ -296,7 +296,7 @@ def test_zero_shot_text_decoding_writes_bleu_through_the_common_writer(tmp_path)
     from icefall_ext.bin import decode
     from icefall_ext.data.scoring import read_recogs
     from icefall_ext.data.tokenizer import load_tokenizer
-    from icefall_ext.decode.attention import greedy_search
+    from icefall_ext.decode.attention import TEXT_MAX_LEN_RATIO, greedy_search
     from icefall_ext.decode.translate import encode_source_text
     from icefall_ext.train.checkpoint import save_checkpoint
 
@@ -327,7 +327,8 @@ def test_zero_shot_text_decoding_writes_bleu_through_the_common_writer(tmp_path)
     cuts = list(CutSet.from_file(tmp_path / "cuts.jsonl.gz"))
     with torch.no_grad():
         enc, enc_lens = encode_source_text(model, src, [c.supervisions[0].text for c in cuts], torch.device("cpu"))
-        want = {c.id: tgt.decode(t).split() for c, (t, _) in zip(cuts, greedy_search(model.decoder, enc, enc_lens))}
+        want = {c.id: tgt.decode(t).split() for c, (t, _) in zip(cuts, greedy_search(model.decoder, enc, enc_lens,
+                                                                                       max_len_ratio=TEXT_MAX_LEN_RATIO))}
     assert {k: hyp for k, (_, hyp) in read_recogs(out / "recogs-test-st-greedy-text.txt").items()} == want
     assert summary["bleu"] > 10.0  # ~33 after these updates (an untrained model: ~0): trained through the text path
     decode.main([a for a in args if a not in ("--input", "text")])  # the same sets from the audio, untagged

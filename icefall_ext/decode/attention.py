@@ -22,6 +22,9 @@ from torch import Tensor
 # mini CoVoST's English BPE-500 targets are 0.15-0.3 tokens per frame. The decoder recomputes every prefix at each
 # step, so the cap bounds the cost of hypotheses that never end.
 MAX_LEN_RATIO = 0.5
+# ... and per source character when the text path encodes characters (target tokens are at most about one per
+# source character, fewer with BPE)
+TEXT_MAX_LEN_RATIO = 1.5
 
 
 def length_caps(memory_lens: Tensor, max_len_ratio: float, min_len: int = 5) -> List[int]:

@@ -64,8 +64,9 @@ def translate_cuts(model, tokenizer, cuts, method: str, device: torch.device, ma
     from tqdm import tqdm
 
     from ..data.dataset import iterate_batches
-    from .attention import beam_search, greedy_search
+    from .attention import MAX_LEN_RATIO, TEXT_MAX_LEN_RATIO, beam_search, greedy_search
 
+    ratio = MAX_LEN_RATIO if source_tokenizer is None else TEXT_MAX_LEN_RATIO
     out = []
     batches = (iterate_batches(cuts, max_duration, target="translation") if source_tokenizer is None
                else text_batches(cuts))
@@ -77,9 +78,10 @@ def translate_cuts(model, tokenizer, cuts, method: str, device: torch.device, ma
             else:
                 enc, enc_lens = encode_source_text(model, source_tokenizer, batch["source_texts"], device)
             if method == "st-greedy":
-                found = greedy_search(model.decoder, enc.float(), enc_lens)
+                found = greedy_search(model.decoder, enc.float(), enc_lens, max_len_ratio=ratio)
             else:
-                found = beam_search(model.decoder, enc.float(), enc_lens, beam=beam, length_penalty=length_penalty)
+                found = beam_search(model.decoder, enc.float(), enc_lens, beam=beam, length_penalty=length_penalty,
+                                    max_len_ratio=ratio)
             out += [(cid, ref, tokenizer.decode(tokens))
                     for cid, ref, (tokens, _) in zip(batch["cut_ids"], batch["texts"], found)]
     return out
