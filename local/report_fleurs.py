@@ -110,11 +110,11 @@ def longform_section(exp: Path, languages: List[str], chunk_seconds: float, loca
         if all(v.get("collapsed") for v in per.values()):
             rows.append(f"| {desc} | {NOT_CONVERGED} |" + " |" * (3 + len(long_langs)))
             continue
-        tot = {k: sum(v["wer_counts"][k] for v in per.values()) for k in ("ref_len", "errors", "ins", "del", "sub")}
+        tot = {k: sum(v["cer_counts"][k] for v in per.values()) for k in ("ref_len", "errors", "ins", "del", "sub")}
         pct = lambda k: fmt(100.0 * tot[k] / max(1, tot["ref_len"]))  # noqa: E731
         rows.append(f"| {desc} | {pct('errors')} | {pct('del')} | {pct('ins')} | {pct('sub')} | "
-                    + " | ".join(fmt(per[l]["wer"]) if l in per else "-" for l in long_langs) + " |")
-    head = ("| decoding | WER | deletions | insertions | substitutions | " + " | ".join(long_langs) + " |",
+                    + " | ".join(fmt(per[l]["cer"]) if l in per else "-" for l in long_langs) + " |")
+    head = ("| decoding | CER | deletions | insertions | substitutions | " + " | ".join(long_langs) + " |",
             "|---|---|---|---|---|" + "---|" * len(long_langs))
     short = cer_rows(exp, "test", languages, [("ft-full", "full (= chunk-wise) attention"),
                                               ("ft-local", "local attention")])
@@ -124,8 +124,9 @@ def longform_section(exp: Path, languages: List[str], chunk_seconds: float, loca
             "chunk-restricted attention." if longest is not None and longest < chunk_seconds else
             "NOTE: training clips longer than a chunk exist; the chunk-wise row still decodes the full-attention "
             "model (train a chunk-wise model with train --attention chunk for the exact USM arm).")
-    return ([f"Long recordings (several sentences of one voice with short pauses), WER (%) pooled over languages "
-             f"with its error types as % of reference words. {same}", "", *head, *rows, "",
+    return ([f"Long recordings (several sentences of one voice with short pauses), CER (%) pooled over languages "
+             f"with its error types as % of reference characters (at this scale word error rates are all near 100%). "
+             f"{same}", "", *head, *rows, "",
              "Short utterances (FLEURS test, CER %): chunk-wise attention costs nothing there.", "",
              "| model | avg | " + " | ".join(languages) + " |", "|---|---|" + "---|" * len(languages), *short])
 
