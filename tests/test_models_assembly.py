@@ -297,3 +297,14 @@ def test_zipformer_preset_builds_a_model_with_the_encoder_contract():
     assert enc.shape == (2, int(enc_lens.max()), model.encoder.output_dim)
     assert losses["num_frames"].item() == enc_lens.sum().item()
     assert torch.isfinite(losses["ctc"]) and torch.isfinite(losses["lid"])
+
+
+def test_lid_head_untouched_when_its_loss_is_off():
+    """A run with LID weight 0 (e.g. a single-language fine-tune) must not move the head's normalisation statistics."""
+    torch.manual_seed(0)
+    model = build_model(model_config_from_preset("conformer-tiny", 8, num_languages=3, feature_dim=FEATURES)).train()
+    before = model.lid.norm.running_mean.clone()
+    x, x_lens = torch.randn(2, 60, FEATURES), torch.tensor([60, 50])
+    losses = model(x, x_lens, [[1, 2], [3]], torch.tensor([0, 0]), lid=False)
+    assert "lid" not in losses and torch.equal(model.lid.norm.running_mean, before)
+    assert "lid" in model(x, x_lens, [[1, 2], [3]], torch.tensor([0, 0]))

@@ -86,6 +86,7 @@ class AsrModel(nn.Module):
         prune_range: int = 5,
         am_scale: float = 0.0,
         lm_scale: float = 0.25,
+        lid: bool = True,
     ) -> dict[str, Tensor]:
         """Summed losses: "ctc", "lid" (when ``lang`` is given and the head exists; ids -1 are left out),
         "simple" and "pruned" (transducer), plus "num_frames" (sum of encoder lengths). ``lang`` also routes
@@ -94,7 +95,7 @@ class AsrModel(nn.Module):
         losses: dict[str, Tensor] = {}
         if self.ctc is not None:
             losses["ctc"] = self.ctc.loss(encoder_out, encoder_out_lens, y, blank=self.blank_id)
-        if self.lid is not None and lang is not None:
+        if lid and self.lid is not None and lang is not None:  # lid=False: the head is left alone (its norm too)
             logits = self.lid_logits(encoder_out, encoder_out_lens)
             losses["lid"] = F.cross_entropy(logits.float(), lang.to(logits.device), reduction="sum", ignore_index=-1)
         if self.decoder is not None:

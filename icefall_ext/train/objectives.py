@@ -70,7 +70,7 @@ class AsrObjective(Objective):
         routed = getattr(trainer.model, "adapters", None) is not None
         with trainer.autocast():
             out = model(feats, lens, tokens, langs if routed or (langs >= 0).all() else None,
-                        prune_range=cfg.prune_range)
+                        prune_range=cfg.prune_range, lid=cfg.lid_scale > 0)
         scales = {"ctc": cfg.ctc_scale, "lid": cfg.lid_scale, "simple": cfg.simple_scale, "pruned": cfg.pruned_scale}
         if cfg.simple_scale and "pruned" in out:
             # icefall's warm-up: rely on the simple loss first, then bring in the pruned loss over warm_step updates
