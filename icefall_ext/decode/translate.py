@@ -50,11 +50,7 @@ def text_batches(cuts, batch_size: int = 64):
 
 def encode_source_text(model, source_tokenizer, texts: Sequence[str], device: torch.device):
     """Encoder output of source sentences through the text path (unknown characters dropped)."""
-    from ..models.heads import pad_labels
-
-    ids, lens = pad_labels([source_tokenizer.encode(t, skip_unknown=True) for t in texts], padding_value=0,
-                           device=device)
-    return model.encode_text(ids, lens.clamp(min=1))
+    return model.encode_sources([source_tokenizer.encode(t, skip_unknown=True) for t in texts])
 
 
 def translate_cuts(model, tokenizer, cuts, method: str, device: torch.device, max_duration: float, beam: int,

@@ -63,6 +63,11 @@ class SpeechTranslationModel(nn.Module):
             raise RuntimeError("this model has no text input")
         return self.encoder.forward_layers(self.text_frontend(ids), lens)
 
+    def encode_sources(self, source: List[List[int]]) -> Tuple[Tensor, Tensor]:
+        """Ragged source character id lists -> padded -> :meth:`encode_text` (an empty source counts as length 1)."""
+        ids, lens = pad_labels(source, padding_value=0, device=next(self.parameters()).device)
+        return self.encode_text(ids, lens.clamp(min=1))
+
     def forward(self, x: Tensor, x_lens: Tensor, targets: List[List[int]],
                 source: Optional[List[List[int]]] = None) -> Dict[str, Tensor]:
         enc, enc_lens = self.forward_encoder(x, x_lens)
@@ -74,6 +79,5 @@ class SpeechTranslationModel(nn.Module):
 
     def mt_loss(self, source: List[List[int]], targets: List[List[int]]) -> Tensor:
         """Summed label-smoothed CE of translating source character sequences (text input)."""
-        ids, lens = pad_labels(source, padding_value=0, device=next(self.parameters()).device)
-        enc, enc_lens = self.encode_text(ids, lens.clamp(min=1))
+        enc, enc_lens = self.encode_sources(source)
         return self.decoder.loss(enc, enc_lens, targets, self.label_smoothing)[0]
