@@ -39,6 +39,10 @@ Layouts (read unchanged by lhotse's own preparation functions):
   ``librispeech-lm-norm.txt``. Training utterances last 1-8 s; dev/test utterances are
   sentences of one speaker read in a row, in all four duration buckets of the paper's
   Table 5 (<10, 10-15, 15-20, >20 s).
+* ``lrs3`` and ``mustc`` (``mini_av_corpus``): LRS3 ``lrs3/{pretrain,trainval,test}/<speaker>/<clip>.mp4`` + ``.txt``,
+  25 fps synthetic faces whose mouth opening follows the speech -> ``local/prepare_lrs3.py``; MuST-C
+  ``mustc/en-{de,it,nl}/data/<split>/{wav,txt}`` (English talks, translations from the parallel grammar) ->
+  ``lhotse.recipes.must_c.prepare_must_c``.
 
 Text (``mini_corpus_text``): real sentences from the Debian fortunes packages for en, de,
 es, it and ru, each sentence in one of train/dev/test so that dev/test transcripts are
@@ -91,7 +95,7 @@ from mini_corpus_text import (  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("commonvoice", "voxpopuli", "librispeech", "fleurs", "covost2")
+LAYOUTS = ("commonvoice", "voxpopuli", "librispeech", "fleurs", "covost2", "lrs3", "mustc")
 FORMAT_VERSION = 2  # 2: real sentences (fortunes), long LibriSpeech dev/test, 10-30 s unlabelled audio
 
 # Durations in seconds. Labelled speech is fitted 10 ms inside 1-8 s so that
@@ -1058,6 +1062,22 @@ def build_covost2(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
 
 
 # ---------------------------------------------------------------------------
+# Audio-visual LRS3 and MuST-C: mini_av_corpus (imported when used; it imports this module's helpers)
+
+
+def build_lrs3(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
+    from mini_av_corpus import build_lrs3 as build
+
+    return build(out, seed, scale, num_jobs)
+
+
+def build_mustc(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
+    from mini_av_corpus import build_mustc as build
+
+    return build(out, seed, scale, num_jobs)
+
+
+# ---------------------------------------------------------------------------
 # Driver
 
 BUILDERS = {
@@ -1066,6 +1086,8 @@ BUILDERS = {
     "librispeech": build_librispeech,
     "fleurs": build_fleurs,
     "covost2": build_covost2,
+    "lrs3": build_lrs3,
+    "mustc": build_mustc,
 }
 
 
@@ -1077,6 +1099,8 @@ def layout_outputs(out: Path, layout: str) -> List[Path]:
         "librispeech": [out / "LibriSpeech", out / "librispeech-lm-norm.txt"],
         "fleurs": [out / "fleurs", out / "unlabelled", out / "longform"],
         "covost2": [out / "cv", out / "covost"],
+        "lrs3": [out / "lrs3"],
+        "mustc": [out / "mustc"],
     }[layout]
     return own + [out / f"mini_speakers_{layout}.tsv"]
 

@@ -6,6 +6,9 @@ Cuts are trimmed to their supervisions, resampled to --sampling-rate, optionally
 (0.9/1.1, train parts only). Unreadable audio is reported by id and skipped. Existing outputs are kept.
 Recordings without supervisions (noise corpora such as MUSAN) need --window-seconds: they are cut into windows
 of that length (shorter remainders below half a window are dropped), e.g. for ``train --noise-cuts``.
+Audio-visual corpora: when a video index ``<prefix>_video_<part>.jsonl.gz`` lies beside the manifest pair, every
+written cut carries its frames as ``cut.custom["video_frames"]`` (uint8 (T, H, W) ``TemporalArray``; see
+:mod:`icefall_ext.data.video`) and cuts without video are reported and dropped; speed perturbation is refused there.
 
     python -m icefall_ext.bin.compute_fbank --manifest-dir data/manifests --glob 'cv-*' --out-dir data/fbank
 """
@@ -94,6 +97,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         die(f"no '{args.glob}_recordings_*.jsonl.gz' manifests in {args.manifest_dir}")
 
     from ..data.features import FbankOptions, compute_and_store_fbank
+    from ..data.video import attach_video, video_index_path
 
     opts = FbankOptions(sampling_rate=args.sampling_rate, num_mel_bins=args.num_mel_bins)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +112,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                 logger.warning("%s: no recordings with supervisions (every item was bad, or none was prepared): "
                                "no %s written", rec, out.name)
                 continue
+            video_index = video_index_path(rec)
+            if video_index.is_file():
+                if args.speed_perturb and "_train" in name:
+                    die(f"{rec}: --speed-perturb would desynchronise the video of {video_index.name}")
+                cuts = attach_video(cuts, video_index)
             if args.speed_perturb and "_train" in name:
                 cuts = cuts + cuts.perturb_speed(0.9) + cuts.perturb_speed(1.1)
             stem = name.replace(".jsonl.gz", "")

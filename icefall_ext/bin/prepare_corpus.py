@@ -9,6 +9,8 @@ See :mod:`icefall_ext.data.corpus_check`.
     python -m icefall_ext.bin.prepare_corpus voxpopuli-asr --corpus-dir download/voxpopuli --output-dir data/manifests -l en
     python -m icefall_ext.bin.prepare_corpus musan --corpus-dir download/musan --output-dir data/manifests
     python -m icefall_ext.bin.prepare_corpus fleurs --corpus-dir download/fleurs --output-dir data/manifests -l en_us fi_fi
+    # MuST-C (<corpus-dir>/en-<tgt>/data/...): -l the target languages; text = English, translated_text = {tgt: ...}
+    python -m icefall_ext.bin.prepare_corpus must-c --corpus-dir download/must-c --output-dir data/manifests -l de it
     # untranscribed audio, one folder per language (<corpus-dir>/<lang>/**/*.wav|flac|ogg|opus|mp3)
     python -m icefall_ext.bin.prepare_corpus unlabelled-audio --corpus-dir my_audio --output-dir data/manifests \
         --name pool -l en_us fi_fi
@@ -35,7 +37,7 @@ from ..common import die, setup_logging
 if TYPE_CHECKING:
     from ..data.corpus_check import BadItems
 
-LAYOUTS = ("commonvoice", "librispeech", "voxpopuli-asr", "musan", "fleurs", "unlabelled-audio", "longform")
+LAYOUTS = ("commonvoice", "librispeech", "voxpopuli-asr", "musan", "fleurs", "must-c", "unlabelled-audio", "longform")
 LONGFORM_AUDIO = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 logger = logging.getLogger(__name__)
@@ -123,7 +125,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("-l", "--languages", nargs="+", default=[],
                    help="language codes (commonvoice, fleurs (e.g. en_us): required; voxpopuli-asr: one run per "
-                        "language)")
+                        "language; must-c: the target languages)")
     p.add_argument("--parts", nargs="+", default=None,
                    help="commonvoice splits (default: train dev test); librispeech parts (default: all found)")
     p.add_argument("--name", default=None,
@@ -160,6 +162,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         try:
             cc.prepare_fleurs_checked(args.corpus_dir, args.output_dir, args.languages, args.num_jobs)
         except FileNotFoundError as e:
+            die(str(e))
+    elif args.layout == "must-c":
+        if not args.languages:
+            die("must-c needs --languages (target languages such as de it nl)")
+        try:
+            cc.prepare_must_c_checked(args.corpus_dir, args.output_dir, args.languages, args.num_jobs)
+        except (FileNotFoundError, ValueError) as e:
             die(str(e))
     elif args.layout == "unlabelled-audio":
         from ..data.unlabelled import prepare_unlabelled

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -221,6 +222,36 @@ def fleurs_tables(corpus_dir: Path, languages: Sequence[str]) -> List[Table]:
     return tables
 
 
+MUST_C_SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")  # lhotse's prepare_must_c reads all four
+
+
+def must_c_tables(corpus_dir: Path, tgt_lang: str) -> List[Table]:
+    """``en-<tgt>/data/<split>/txt/<split>.{yaml,en,<tgt>}``: one line per segment in each (the yaml is a list of
+    one-line flow mappings naming the talk's ``wav``), audio ``wav/<talk>.wav``. The three files of a split share
+    one :class:`Item` per segment (text = the translation), so a bad talk or an empty translation takes the segment
+    out of all three and the lines stay aligned."""
+    tables = []
+    for split in MUST_C_SPLITS:
+        txt = corpus_dir / f"en-{tgt_lang}" / "data" / split / "txt"
+        paths = [txt / f"{split}.yaml", txt / f"{split}.en", txt / f"{split}.{tgt_lang}"]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"MuST-C en-{tgt_lang}: missing {', '.join(missing)} (lhotse reads {MUST_C_SPLITS})")
+        segments = [line for line in _read_text(paths[0]) if line.strip()]
+        english, translated = _read_text(paths[1]), _read_text(paths[2])
+        if not len(segments) == len(english) == len(translated):
+            raise ValueError(f"MuST-C en-{tgt_lang} {split}: {len(segments)} segments, {len(english)} English lines, "
+                             f"{len(translated)} translations")
+        items = []
+        for n, (line, text) in enumerate(zip(segments, translated)):
+            wav = re.search(r"wav:\s*([^,}\s]+)", line)
+            items.append(Item(f"en-{tgt_lang}/{split}/{n}", txt.parent / "wav" / (wav.group(1) if wav else "?"),
+                              text.strip()))
+        for path, lines in zip(paths, (segments, english, translated)):
+            tables.append(Table(str(path.relative_to(corpus_dir)), [], items, lines))
+    return tables
+
+
 def musan_tables(corpus_dir: Path) -> List[Table]:
     """``music/<source>/ANNOTATIONS`` lines ``<utt> <genres> <vocals> <musician>``; audio ``<utt>.wav`` beside it
     (lhotse looks each one up among the recordings: a row whose file is left out must go too)."""
@@ -303,7 +334,9 @@ def run_in_view(corpus_dir: Path, output_dir: Path, name: str, tables: Sequence[
     """
     corpus_dir, output_dir = Path(corpus_dir).resolve(), Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    items = [item for t in list(tables) + list(staged_inputs) for item in t.items] + list(loose)
+    # an item may be listed by several tables (MuST-C's yaml, transcript and translation lines): checked once
+    items = list({id(item): item for t in list(tables) + list(staged_inputs) for item in t.items}.values())
+    items += list(loose)
     good, report = check_items(items, num_jobs, require_text)
     bad_rows = {id(items[n]) for n in range(len(items)) if n not in good}
     bad_audio = {Path(p) for _, p, reason in report.bad if reason != "empty transcript"}
@@ -435,6 +468,43 @@ def prepare_fleurs_checked(corpus_dir: Path, output_dir: Path, languages: Sequen
 
     return run_in_view(corpus_dir, output_dir, "fleurs", fleurs_tables(corpus_dir, languages), [], prepare,
                        num_jobs)
+
+
+def prepare_must_c_checked(corpus_dir: Path, output_dir: Path, tgt_langs: Sequence[str],
+                           num_jobs: int = 2) -> Dict[str, BadItems]:
+    """MuST-C (``<corpus>/en-<tgt>/data/...``) through lhotse's ``prepare_must_c``, one target language at a time,
+    into ``must_c_{recordings,supervisions}_en-<tgt>_<split>.jsonl.gz``. lhotse puts the translation in the
+    supervision's ``text``; here the supervisions follow this repository's convention instead: ``text`` = the English
+    transcript (``<split>.en``), ``language`` = "en", ``custom["translated_text"][<tgt>]`` = the translation."""
+    from lhotse import SupervisionSet
+    from lhotse.recipes.must_c import prepare_must_c
+    from lhotse.utils import fastcopy
+
+    corpus_dir, reports = Path(corpus_dir).resolve(), {}
+    for tgt in tgt_langs:
+        tables = must_c_tables(corpus_dir, tgt)
+
+        def prepare(view: Path, out: Path, tgt: str = tgt) -> None:
+            prepare_must_c(view, out, tgt_lang=tgt, num_jobs=num_jobs)
+
+        report = run_in_view(corpus_dir, output_dir, f"must_c_en-{tgt}", tables, [], prepare, num_jobs)
+        bad = {item_id for item_id, _, _ in report.bad}
+        for split, (segments, english, _) in zip(MUST_C_SPLITS, (tables[i:i + 3] for i in range(0, len(tables), 3))):
+            # lhotse's ids: <talk>-seg-<i>, i counting the kept segments of a talk in order
+            english_of, count = {}, {}
+            for item, text in zip(segments.items, english.lines):
+                if item.id not in bad:
+                    talk = item.audio.stem
+                    english_of[f"{talk}-seg-{count.get(talk, 0)}"] = text.strip()
+                    count[talk] = count.get(talk, 0) + 1
+            path = output_dir / f"must_c_supervisions_en-{tgt}_{split}.jsonl.gz"
+            supervisions = SupervisionSet.from_file(path).to_eager()
+            converted = [fastcopy(s, text=english_of[s.id], language="en",
+                                  custom={**(s.custom or {}), "translated_text": {tgt: s.text}})
+                         for s in supervisions]
+            SupervisionSet.from_segments(converted).to_file(path)
+        reports[tgt] = report
+    return reports
 
 
 def prepare_musan_checked(corpus_dir: Path, output_dir: Path, num_jobs: int = 2) -> BadItems:
