@@ -308,3 +308,51 @@ def test_lid_head_untouched_when_its_loss_is_off():
     losses = model(x, x_lens, [[1, 2], [3]], torch.tensor([0, 0]), lid=False)
     assert "lid" not in losses and torch.equal(model.lid.norm.running_mean, before)
     assert "lid" in model(x, x_lens, [[1, 2], [3]], torch.tensor([0, 0]))
+
+
+def test_ctc_head_layers_respect_padding_stay_trainable_and_old_checkpoints_load():
+    from icefall_ext.bin.train import freeze_for_training
+
+    old = tiny_model()  # no layers: the CTC head is output.* alone, as in older checkpoints
+    assert [k for k in old.state_dict() if k.startswith("ctc.")] == ["ctc.output.weight", "ctc.output.bias"]
+    again = tiny_model(ctc_head_layers=0)
+    again.load_state_dict(old.state_dict())
+    model = tiny_model(ctc_head_layers=2).eval()
+    assert len(model.ctc.layers) == 2 and model.ctc.layers[0].num_heads == 4
+    missing = model.load_state_dict(old.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(("ctc.layers.", "ctc.norm.")) for k in missing)
+    enc = torch.randn(2, 9, 64)
+    with torch.no_grad():
+        both = model.ctc_log_probs(enc, torch.tensor([9, 5]))
+        alone = model.ctc_log_probs(enc[1:, :5], torch.tensor([5]))
+    torch.testing.assert_close(both[1, :5], alone[0], rtol=1e-4, atol=1e-5)  # padded frames are ignored
+    y = [[1, 2], [3]]
+    x, x_lens = torch.randn(2, 40, FEATURES), torch.tensor([40, 31])
+    model.train()
+    trainable = freeze_for_training(model, freeze_encoder=True, train_heads=True)
+    assert trainable == sum(p.numel() for p in model.ctc.parameters())  # the layers are part of the head
+    model(x, x_lens, y)["ctc"].backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.ctc.layers[0].qkv.weight.grad.abs().sum() > 0
+
+
+def test_asr_config_from_any_checkpoint_keeps_the_encoder_only():
+    from icefall_ext.models.presets import asr_config_from, st_config_from_preset
+    from icefall_ext.pretrain.av_mae import av_config
+
+    encoder = {"encoder_kwargs": {"num_layers": 1, "dropout": 0.0}}
+    asr = model_config_from_preset("conformer-tiny", 5, use_transducer=True, ctc_head_layers=1, **encoder)
+    kept = asr_config_from(asr, 9, 2, use_ctc=True, use_transducer=False)
+    assert kept == dict(asr, vocab_size=9, num_languages=2)  # an ASR checkpoint keeps its heads
+    st = st_config_from_preset("conformer-tiny", 7, 5, source_ctc=True)
+    st["encoder_kwargs"]["num_layers"] = 1
+    av = dict(model_config_from_preset("conformer-tiny", 0, **encoder), pretrain="av", av=av_config("tiny", (16, 16)))
+    for source in (st, av):
+        config = asr_config_from(source, 9, 0, use_ctc=True, use_transducer=False, head_defaults={"decoder_dim": 32})
+        assert set(config) == {"encoder", "encoder_kwargs", "feature_dim", "vocab_size", "num_languages", "use_ctc",
+                               "use_transducer", "decoder_dim", "joiner_dim", "context_size"}
+        assert config["encoder_kwargs"] == source["encoder_kwargs"] and config["vocab_size"] == 9
+        model = build_model(config)
+        assert isinstance(model, AsrModel) and len(model.encoder.layers) == 1
+    assert asr_config_from(st, 9, 0, head_defaults={"decoder_dim": 32})["decoder_dim"] == 32  # ST has no transducer
+    assert asr_config_from(av, 9, 0)["decoder_dim"] == av["decoder_dim"]  # sizes kept where the config has them

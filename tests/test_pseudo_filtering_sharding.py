@@ -348,7 +348,7 @@ def test_decode_encoder_output_with_confidence_on_a_ctc_model():
     from icefall_ext.decode.ctc import ctc_greedy_search_with_confidence
     from icefall_ext.decode.search import decode_encoder_output, decode_encoder_output_with_confidence
 
-    model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc: enc.log_softmax(-1))
+    model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc, lens=None: enc.log_softmax(-1))
     enc = torch.randn(2, 5, 4, generator=torch.Generator().manual_seed(1))
     lens = torch.tensor([5, 3])
     hyps, conf = decode_encoder_output_with_confidence(model, enc, lens)
@@ -430,7 +430,7 @@ def test_label_shard_records_confidence(monkeypatch):
     lens = torch.tensor([6, 4])
     monkeypatch.setattr(dataset, "iterate_batches", lambda cuts, max_duration: iter([{"cut_ids": ["u1", "u0"]}]))
     monkeypatch.setattr(search, "encode_batch", lambda *args: (log_probs, lens))
-    model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc: enc)
+    model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc, lens=None: enc)
     cuts = CutSet.from_cuts([_lang_cut("u0", 1.0, "", "de"), _lang_cut("u1", 1.0, None, "el")])
     args = SimpleNamespace(max_duration=10.0, chunk_seconds=0.0, chunk_overlap_seconds=0.0)
     out = {c.id: c.supervisions[0] for c in label_shard(model, CharTokenizer(["<blk>", "a", "b", "c"]), cuts,

@@ -1,5 +1,6 @@
 """Train an ASR model (CTC, transducer, or both; optional language-ID head; optional slimIPL), or pre-train an
-encoder with BEST-RQ on untranscribed audio (``--pretrain best-rq``; fine-tune it later with ``--init-from``).
+encoder with BEST-RQ on untranscribed audio (``--pretrain best-rq``; fine-tune it later with ``--init-from``), with
+mSLAM (``--pretrain mslam``) or with video (``--pretrain av``).
 
 Examples::
 
@@ -23,6 +24,13 @@ Examples::
         --mslam-text data/text/fr.txt --mslam-text-scale 0.3 --mslam-ctc-scale 0.03 --train-cuts ... --valid-cuts ...
     python -m icefall_ext.bin.train --task st --init-from exp/mslam --source-lang-dir data/lang_char ...
 
+    # audio-visual pre-training (cuts with custom["video_frames"]; MAE and/or contrastive, icefall_ext.train.
+    # av_pretrain), then ASR on the frozen audio encoder with a small trainable decoder in the CTC head
+    python -m icefall_ext.bin.train --pretrain av --av-objective mae+clr --exp-dir exp/av --train-cuts ... \\
+        --valid-cuts ...
+    python -m icefall_ext.bin.train --init-from exp/av --heads ctc --freeze-encoder true \\
+        --model-overrides '{"ctc_head_layers": 2}' --exp-dir exp/ctc --lang-dir data/lang_char ...
+
     # speech translation: --lang-dir holds the target BPE; --source-lang-dir the source characters (auxiliary CTC
     # weighted by --ctc-scale, and the text input of joint ST + MT with --mt-scale 5.0 [--mt-text pairs.tsv])
     python -m icefall_ext.bin.train --task st --exp-dir exp/st --lang-dir data/lang_bpe_en \
@@ -45,6 +53,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..common import atomic_write_text, die, setup_logging, str2bool
+from ..train.av_pretrain import add_arguments as add_av_arguments
 from ..train.trainer import TrainConfig
 
 logger = logging.getLogger("icefall_ext.train")
@@ -84,8 +93,9 @@ def get_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, type=kind, default=f.default, help="default: %(default)s")
     p.add_argument("--preset", default="conformer-mini", help="model preset, see `python -m icefall_ext.bin.model_info`")
     p.add_argument("--heads", choices=sorted(HEADS), default="ctc",
-                   help="output heads of a new model or of one fine-tuned from a pre-trained (--pretrain) encoder; "
-                        "other --init-from runs keep their checkpoint's heads (default: %(default)s)")
+                   help="output heads of a new model or of an ASR model fine-tuned from a pre-trained (--pretrain) or "
+                        "speech-translation checkpoint (its encoder only); ASR --init-from runs keep their "
+                        "checkpoint's heads (default: %(default)s)")
     p.add_argument("--model-overrides", default="{}", help="JSON dict merged into the model config")
     p.add_argument("--init-from", default=None,
                    help="checkpoint file or exp dir to start from (fine-tuning); token/language rows are mapped")
@@ -111,7 +121,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="non-linearity of new adapters (default: %(default)s)")
     p.add_argument("--task", choices=["asr", "st"], default="asr",
                    help="st: speech translation (encoder + attention decoder) of the cuts' translated_text")
-    p.add_argument("--pretrain", choices=["none", "best-rq", "mslam"], default="none",
+    p.add_argument("--pretrain", choices=["none", "best-rq", "mslam", "av"], default="none",
                    help="self-supervised pre-training objective instead of ASR (default: %(default)s)")
     g = p.add_argument_group("BEST-RQ (--pretrain best-rq; defaults of the BEST-RQ paper as USM uses them)")
     g.add_argument("--bestrq-codebooks", type=int, default=1, help="independent quantisers + softmax heads (USM: 16)")
@@ -138,6 +148,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="expected fraction of each sentence's characters that is masked (default: %(default)s)")
     g.add_argument("--mslam-ctc-masked", type=str2bool, default=False,
                    help="true: CTC on the masked BEST-RQ pass (no second encoder pass over the paired utterances)")
+    add_av_arguments(p)
     add_attention_args(p, default_help="keep the preset's or --init-from checkpoint's setting; presets: full")
     p.add_argument("--world-size", type=int, default=1, help="processes for DDP on this machine (via torchrun)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -262,7 +273,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..data.dataset import read_languages
     from ..data.filtering import filter_cuts
     from ..data.tokenizer import load_tokenizer
-    from ..models.presets import build_model, model_config_from_preset, st_config_from_preset
+    from ..models.presets import (HEAD_DEFAULTS, asr_config_from, build_model, is_asr_config,
+                                  model_config_from_preset, st_config_from_preset)
     from ..train.checkpoint import load_checkpoint
     from ..train.init import transfer_weights
     from ..train.trainer import Trainer, is_shar_dir, load_cuts, mix_in, seed_everything
@@ -302,6 +314,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             logger.warning("--pretrain mslam ignores --lang-dir: its character table is --source-lang-dir's")
         if cfg.unlabelled_cuts or args.task != "asr":
             die("--pretrain mslam takes every --train-cuts cut as speech (no --unlabelled-cuts) and no --task")
+    av = args.pretrain == "av"
+    if av and (cfg.unlabelled_cuts or args.task != "asr"):
+        die("--pretrain av takes the --train-cuts with video (no --unlabelled-cuts) and no --task")
     if args.task == "st" and cfg.mt_scale > 0 and source_tokenizer is None:
         die("--mt-scale > 0 (joint ST + MT) needs --source-lang-dir (the source character table)")
     lang_file = Path(cfg.lang_dir) / "languages.txt"
@@ -352,12 +367,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     elif init_path is not None or args.architecture_from:
         # fine-tuning keeps the architecture of the checkpoint; only the output sizes follow the new tables
         arch_path = init_path or _resolve_init_from(args.architecture_from)
-        model_config = dict(load_checkpoint(arch_path)["model_config"], vocab_size=tokenizer.vocab_size,
-                            num_languages=len(languages) if cfg.lid_scale > 0 else 0)
-        if model_config.pop("pretrain", None) is not None:  # a pre-trained encoder gets the --heads asked for
-            model_config.pop("best_rq", None)
-            model_config.pop("mslam", None)
-            model_config["use_ctc"], model_config["use_transducer"] = HEADS[args.heads]
+        # an ASR checkpoint keeps its heads; a pre-trained or ST one gives its encoder and gets the --heads asked for
+        use_ctc, use_transducer = HEADS[args.heads]
+        model_config = asr_config_from(load_checkpoint(arch_path)["model_config"], tokenizer.vocab_size,
+                                       len(languages) if cfg.lid_scale > 0 else 0, use_ctc=use_ctc,
+                                       use_transducer=use_transducer,
+                                       head_defaults=HEAD_DEFAULTS.get(args.preset.partition("-")[2]))
         overrides = json.loads(args.model_overrides)
         model_config["encoder_kwargs"] = {**model_config["encoder_kwargs"], **overrides.pop("encoder_kwargs", {})}
         model_config.update(overrides)
@@ -372,7 +387,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                 use_ctc=use_ctc, use_transducer=use_transducer, **overrides)
         except (KeyError, ValueError) as e:
             die(f"bad model preset/overrides: {e}")
-        if pretrain:
+        if av:
+            from ..train.av_pretrain import describe_config, model_config_entry
+
+            try:
+                model_config.update(pretrain="av", av=model_config_entry(args, cfg.train_cuts))
+            except ValueError as e:
+                die(str(e))
+            logger.info(describe_config(model_config["av"]))
+        elif pretrain:
             model_config.update(pretrain="best_rq", best_rq=dict(
                 num_codebooks=args.bestrq_codebooks, num_codes=args.bestrq_num_codes, code_dim=args.bestrq_code_dim,
                 mask_prob=args.bestrq_mask_prob, mask_frames=args.bestrq_mask_frames,
@@ -410,7 +433,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         if old_source and source_tokenizer is not None:
             row_tables = {name: (old_source, source_tokenizer.token_table) for name in
                           ("text_frontend.embed.weight", "source_ctc.output.weight", "source_ctc.output.bias")}
-        transfer_weights(model, old["model"], old.get("tokens", []), tokenizer.token_table,
+        old_state = old["model"]
+        if args.task == "asr" and not is_asr_config(old["model_config"]):  # ASR from a pre-trained / ST model:
+            old_state = {k: v for k, v in old_state.items() if k.startswith("encoder.")}  # its encoder only
+        transfer_weights(model, old_state, old.get("tokens", []), tokenizer.token_table,
                          old.get("languages", []), languages, row_tables=row_tables)
         logger.info("initialised from %s", init_path)
     trainable = freeze_for_training(model, args.freeze_encoder, args.train_heads)
@@ -448,6 +474,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         from ..data.dataset import cut_translation
 
         all_train = all_train.filter(lambda c: bool(cut_translation(c)))  # (the report counts what is left)
+    if av:
+        from ..train.av_pretrain import has_video
+
+        all_train = all_train.filter(has_video)  # (the report counts what is left)
     train_cuts, report = filter_cuts(all_train, lazy=lazy,
                                      can_encode=None if pretrain or args.task == "st" else tokenizer.can_encode,
                                      require_text=not pretrain, min_duration=cfg.min_duration,
@@ -457,7 +487,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         die("no usable training cuts (see the log for the reasons)")
     valid_cuts = None
     if cfg.valid_cuts:
-        valid_cuts, vreport = filter_cuts(load_cuts(cfg.valid_cuts), require_text=not pretrain, min_duration=0.0)
+        valid_cuts = load_cuts(cfg.valid_cuts)
+        if av:
+            valid_cuts = valid_cuts.filter(has_video)
+        valid_cuts, vreport = filter_cuts(valid_cuts, require_text=not pretrain, min_duration=0.0)
         vreport.log("valid cuts")
     unlabelled = None
     if cfg.unlabelled_cuts:
@@ -478,8 +511,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             objective = MslamObjective.from_files(args.mslam_text, model.source_tokens, cfg.seed, model.text_scale)
         except ValueError as e:
             die(str(e))
-    # mSLAM encodes its text and transcripts itself (unknown characters dropped): the batches carry no tokens
-    trainer = Trainer(cfg, model, model_config, None if mslam else tokenizer, languages, rank=rank,
+    # mSLAM encodes its text and transcripts itself (unknown characters dropped), AV ignores them: no tokens
+    trainer = Trainer(cfg, model, model_config, None if mslam or av else tokenizer, languages, rank=rank,
                       world_size=world_size, device=device, objective=objective)
     trainer.build_sources(train_cuts, valid_cuts, unlabelled)
     trainer.run()

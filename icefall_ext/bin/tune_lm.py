@@ -67,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     with torch.no_grad():
         for batch in iterate_batches(CutSet.from_file(args.cuts), args.max_duration):
             enc, enc_lens = encode_batch(model, batch, torch.device("cpu"))  # (routes adapters by language)
-            lp = model.ctc_log_probs(enc).float()
+            lp = model.ctc_log_probs(enc, enc_lens).float()
             for i in range(lp.shape[0]):
                 log_probs.append(lp[i:i + 1, : int(enc_lens[i])])
                 lens.append(enc_lens[i:i + 1])

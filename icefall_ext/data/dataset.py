@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from lhotse import CutSet
 from lhotse.dataset import CutMix, DynamicBucketingSampler, SimpleCutSampler, SpecAugment
-from lhotse.dataset.collation import collate_features
+from lhotse.dataset.collation import collate_custom_field, collate_features
 
 from ..common import atomic_write_text
 from . import features  # noqa: F401  (registers the kaldi-native-fbank extractor with lhotse, for mixing)
@@ -21,15 +21,21 @@ from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
+VIDEO_FIELD = "video_frames"  # cut.custom key of the video frames (see icefall_ext.data.video)
+
 
 def cut_text(cut) -> str:
     return " ".join((s.text or "").strip() for s in cut.supervisions).strip()
 
 
-def cut_translation(cut, language: str = "en") -> str:
-    """The cut's translation into ``language`` (``custom["translated_text"]``, lhotse's iwslt22_ta convention)."""
+def cut_translation(cut, language: Optional[str] = None) -> str:
+    """The cut's translation into ``language`` (``custom["translated_text"]``, lhotse's iwslt22_ta convention);
+    ``None``: its only translation (CoVoST 2: English; MuST-C en-<tgt>: <tgt>), else the English one."""
     sup = cut.supervisions[0] if cut.supervisions else None
-    return (((sup.custom or {}).get("translated_text") or {}).get(language) or "").strip() if sup else ""
+    translations = ((sup.custom or {}).get("translated_text") or {}) if sup else {}
+    if language is None:
+        language = next(iter(translations)) if len(translations) == 1 else "en"
+    return (translations.get(language) or "").strip()
 
 
 def cut_language(cut) -> Optional[str]:
@@ -51,7 +57,10 @@ class AsrDataset(torch.utils.data.Dataset):
     Returns ``{"features": (N,T,F), "feature_lens": (N,), "texts", "tokens": list[list[int]] | None,
     "source_texts", "languages": (N,) int64 (-1 when unknown), "cut_ids", "cuts"}``, sorted by decreasing
     duration. ``texts`` (what ``tokens`` encode) are the transcripts, or with ``target="translation"`` the English
-    translations (speech translation); ``source_texts`` are always the transcripts.
+    translations (speech translation); ``source_texts`` are always the transcripts. When the cuts carry video
+    (``custom["video_frames"]``: uint8 (T, H, W) TemporalArrays at 25 fps), also ``"video"`` (N, T, H, W) uint8
+    (zero-padded) and ``"video_lens"`` (N,) int64; a batch mixing cuts with and without video is an error.
+    ``video=False`` never loads the frames (audio-only training and decoding of audio-visual cuts).
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class AsrDataset(torch.utils.data.Dataset):
         noise: Optional[CutMix] = None,
         skip_unknown_tokens: bool = False,
         target: str = "text",
+        video: bool = True,
     ) -> None:
         if target not in ("text", "translation"):
             raise ValueError(f"target must be 'text' or 'translation', not {target!r}")
@@ -71,6 +81,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.spec_augment = spec_augment
         self.noise = noise
         self.skip_unknown_tokens = skip_unknown_tokens
+        self.video = video
 
     def __getitem__(self, cuts: CutSet) -> Dict:
         cuts = cuts.sort_by_duration(ascending=False)
@@ -85,7 +96,7 @@ class AsrDataset(torch.utils.data.Dataset):
         if self.tokenizer is not None:
             tokens = [self.tokenizer.encode(t, skip_unknown=self.skip_unknown_tokens) for t in texts]
         langs = torch.tensor([self.lang2id.get(cut_language(c), -1) for c in cuts], dtype=torch.int64)
-        return {
+        batch = {
             "features": feats,
             "feature_lens": feat_lens.to(torch.int64),
             "texts": texts,
@@ -95,6 +106,15 @@ class AsrDataset(torch.utils.data.Dataset):
             "cut_ids": [c.id for c in cuts],
             "cuts": cuts,
         }
+        with_video = [self.video and c.has_custom(VIDEO_FIELD) for c in cuts]
+        if any(with_video):
+            if not all(with_video):
+                missing = next(c.id for c, v in zip(cuts, with_video) if not v)
+                raise ValueError(f"cut {missing} has no custom['{VIDEO_FIELD}'] but others of its batch have")
+            video, video_lens = collate_custom_field(cuts, VIDEO_FIELD, pad_value=0)
+            batch["video"] = video.to(torch.uint8)  # lhotse promotes uint8 to int64 when it pads
+            batch["video_lens"] = video_lens.to(torch.int64)
+        return batch
 
 
 def make_spec_augment(num_feature_masks: int = 2, features_mask_size: int = 27, num_frame_masks: int = 10,
@@ -162,4 +182,4 @@ def make_dataloader(dataset: AsrDataset, sampler, num_workers: int = 0) -> torch
 def iterate_batches(cuts: CutSet, max_duration: float, target: str = "text"):
     """Batches of features and references (``target``: "text" or "translation") in a fixed order, for decoding."""
     sampler = make_sampler(cuts, max_duration, shuffle=False, num_buckets=2)
-    yield from make_dataloader(AsrDataset(target=target), sampler)
+    yield from make_dataloader(AsrDataset(target=target, video=False), sampler)

@@ -50,7 +50,7 @@ def decode_encoder_output(model, enc: torch.Tensor, enc_lens: torch.Tensor, meth
         from .transducer import modified_beam_search
 
         return modified_beam_search(model, enc, enc_lens, beam=beam)
-    log_probs = model.ctc_log_probs(enc).float()
+    log_probs = model.ctc_log_probs(enc, enc_lens).float()
     return decode_ctc_log_probs(log_probs, enc_lens, method, beam=beam, lm=lm, alpha=alpha, beta=beta,
                                 token_table=token_table)
 
@@ -69,7 +69,7 @@ def decode_encoder_output_with_confidence(
 
     method = resolve_method(model, method)
     if method == "ctc-greedy":
-        return ctc_greedy_search_with_confidence(model.ctc_log_probs(enc).float(), enc_lens)
+        return ctc_greedy_search_with_confidence(model.ctc_log_probs(enc, enc_lens).float(), enc_lens)
     hyps = decode_encoder_output(model, enc, enc_lens, method, **kwargs)
     return hyps, [None] * len(hyps)
 

@@ -93,7 +93,7 @@ class CtcModel(nn.Module):
 
     def forward(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
         out, out_lens = self.encoder(x, x_lens)
-        return self.ctc(out), out_lens
+        return self.ctc(out, out_lens), out_lens
 
 
 def encoder_model_type(config: Mapping) -> str:

@@ -11,8 +11,9 @@ from icefall_ext.models.heads import CtcHead, Decoder, Joiner, LidHead, pad_labe
 
 class AsrModel(nn.Module):
     """An encoder (``encoder(x, x_lens) -> (out, out_lens)``, attribute ``output_dim``) with
-    optional CTC, language-ID and stateless-transducer heads, and optional per-language residual adapters
-    on the encoder's blocks (``adapters={"languages": [...], "bottleneck": B, "activation": "relu"}``, see
+    optional CTC (``ctc_head_layers``: Transformer layers inside the CTC head, see
+    :class:`~icefall_ext.models.heads.CtcHead`), language-ID and stateless-transducer heads, and optional
+    per-language residual adapters on the encoder's blocks (``adapters={"languages": [...], "bottleneck": B, "activation": "relu"}``, see
     :mod:`icefall_ext.models.adapters`; ``self.adapters`` is a sibling of ``self.encoder``, not inside it).
 
     ``forward`` returns summed (reduction="sum") losses; the trainer weights and normalises them.
@@ -31,6 +32,7 @@ class AsrModel(nn.Module):
         context_size: int = 2,
         blank_id: int = 0,
         adapters: Optional[dict] = None,
+        ctc_head_layers: int = 0,
     ) -> None:
         super().__init__()
         if not (use_ctc or use_transducer or num_languages > 0):
@@ -39,7 +41,7 @@ class AsrModel(nn.Module):
         self.encoder = encoder
         self.vocab_size = vocab_size
         self.blank_id = blank_id
-        self.ctc = CtcHead(encoder_dim, vocab_size) if use_ctc else None
+        self.ctc = CtcHead(encoder_dim, vocab_size, num_layers=ctc_head_layers) if use_ctc else None
         self.lid = LidHead(encoder_dim, num_languages) if num_languages > 0 else None
         if use_transducer:
             self.decoder = Decoder(vocab_size, decoder_dim, blank_id=blank_id, context_size=context_size)
@@ -64,11 +66,12 @@ class AsrModel(nn.Module):
         with self.adapters.route(lang.to(x.device) if isinstance(lang, Tensor) else lang):
             return self.encoder(x, x_lens)
 
-    def ctc_log_probs(self, encoder_out: Tensor) -> Tensor:
-        """(N, T, D) -> (N, T, V) CTC log-probabilities."""
+    def ctc_log_probs(self, encoder_out: Tensor, encoder_out_lens: Optional[Tensor] = None) -> Tensor:
+        """(N, T, D), (N,) -> (N, T, V) CTC log-probabilities (a CTC head with layers needs the lengths of a
+        padded batch)."""
         if self.ctc is None:
             raise RuntimeError("this model has no CTC head")
-        return self.ctc(encoder_out)
+        return self.ctc(encoder_out, encoder_out_lens)
 
     def lid_logits(self, encoder_out: Tensor, encoder_out_lens: Tensor) -> Tensor:
         """(N, T, D), (N,) -> (N, num_languages) language-ID logits."""

@@ -1,6 +1,8 @@
 """Output heads on top of an encoder: CTC, language ID, and the stateless transducer
 prediction network (``Decoder``) and ``Joiner`` (icefall-compatible names and attributes)."""
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -68,19 +70,38 @@ class Joiner(nn.Module):
 
 
 class CtcHead(nn.Module):
-    """Linear projection to the vocabulary followed by log-softmax."""
+    """Linear projection to the vocabulary followed by log-softmax; with ``num_layers`` > 0, a small trainable
+    decoder first: that many pre-norm Transformer layers (encoder dimension, ``num_heads`` heads, key-padding mask
+    from the lengths) and a LayerNorm (``layers.*``, ``norm.*``), e.g. on a frozen pre-trained encoder. Without
+    layers the parameters are ``output.*`` alone, as in checkpoints written before the layers existed."""
 
-    def __init__(self, encoder_dim: int, vocab_size: int) -> None:
+    def __init__(self, encoder_dim: int, vocab_size: int, num_layers: int = 0, num_heads: int = 4,
+                 dropout: float = 0.1) -> None:
         super().__init__()
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        self.layers = self.norm = None
+        if num_layers:
+            from icefall_ext.models.transformer import TransformerLayer
+
+            self.layers = nn.ModuleList(TransformerLayer(encoder_dim, num_heads, dropout=dropout)
+                                        for _ in range(num_layers))
+            self.norm = nn.LayerNorm(encoder_dim)
         self.output = nn.Linear(encoder_dim, vocab_size)
 
-    def forward(self, encoder_out: Tensor) -> Tensor:
-        """(N, T, D) -> (N, T, vocab_size) log-probabilities."""
+    def forward(self, encoder_out: Tensor, encoder_out_lens: Optional[Tensor] = None) -> Tensor:
+        """(N, T, D) and lengths (N,) -> (N, T, vocab_size) log-probabilities. The lengths matter only with
+        layers (without them every frame counts as valid)."""
+        if self.layers is not None:
+            pad = make_pad_mask(encoder_out_lens, encoder_out.size(1)) if encoder_out_lens is not None else None
+            for layer in self.layers:
+                encoder_out = layer(encoder_out, pad)
+            encoder_out = self.norm(encoder_out)
         return self.output(encoder_out).log_softmax(dim=-1)
 
     def loss(self, encoder_out: Tensor, encoder_out_lens: Tensor, y: list[list[int]], blank: int = 0) -> Tensor:
         """Summed CTC loss (float32; impossible alignments count as zero) of label lists ``y``."""
-        log_probs = self(encoder_out).float()
+        log_probs = self(encoder_out, encoder_out_lens).float()
         device = log_probs.device
         targets = torch.tensor([token for seq in y for token in seq], dtype=torch.int64, device=device)
         target_lens = torch.tensor([len(seq) for seq in y], dtype=torch.int64, device=device)

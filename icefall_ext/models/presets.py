@@ -5,11 +5,13 @@ A config looks like::
     {"encoder": "conformer" | "zipformer", "encoder_kwargs": {...}, "feature_dim": 80,
      "vocab_size": V, "num_languages": L, "use_ctc": bool, "use_transducer": bool,
      "decoder_dim": int, "joiner_dim": int, "context_size": int,
-     "adapters": {"languages": [...], "bottleneck": B, "activation": "relu" | "gelu"}}   (optional)
+     "adapters": {"languages": [...], "bottleneck": B, "activation": "relu" | "gelu"},   (optional)
+     "ctc_head_layers": N}   (optional, default 0)
 
 ``adapters``: per-language residual adapters on every encoder block (:mod:`icefall_ext.models.adapters`);
 ``bottleneck`` may be replaced by ``fraction`` (parameters of one language's adapters / encoder parameters),
-but saved configs store the resolved ``bottleneck``.
+but saved configs store the resolved ``bottleneck``. ``ctc_head_layers``: Transformer layers inside the CTC head
+(a small trainable decoder on a frozen encoder; 0: the linear head of older checkpoints).
 
 Presets are named ``<encoder>-<size>`` with sizes ``tiny`` (tests), ``mini`` (CPU, mini corpus)
 and ``medium`` (real data, about 65M parameters with transducer heads).
@@ -61,6 +63,8 @@ ATTENTION_KEYS = ("attention", "attention_chunk_frames", "attention_left", "atte
 
 _HEAD_KEYS = ("use_ctc", "use_transducer", "decoder_dim", "joiner_dim", "context_size")
 _REQUIRED_KEYS = ("encoder", "encoder_kwargs", "feature_dim", "vocab_size", "num_languages") + _HEAD_KEYS
+_OPTIONAL_HEAD_KEYS = ("ctc_head_layers",)
+_ENCODER_KEYS = ("encoder", "encoder_kwargs", "feature_dim")
 
 
 def list_presets() -> list[str]:
@@ -82,7 +86,7 @@ def model_config_from_preset(
     """Config dict for preset ``name``.
 
     ``overrides`` may set any head key (use_ctc, use_transducer, decoder_dim, joiner_dim,
-    context_size) or ``encoder_kwargs`` (a dict merged into the preset's encoder kwargs).
+    context_size, ctc_head_layers) or ``encoder_kwargs`` (a dict merged into the preset's encoder kwargs).
     """
     encoder, _, size = name.partition("-")
     if encoder not in ENCODERS or size not in SIZES:
@@ -100,10 +104,11 @@ def model_config_from_preset(
     for key, value in overrides.items():
         if key == "encoder_kwargs":
             config["encoder_kwargs"].update(value)
-        elif key in _HEAD_KEYS:
+        elif key in _HEAD_KEYS + _OPTIONAL_HEAD_KEYS:
             config[key] = value
         else:
-            raise ValueError(f"unknown override {key!r}; allowed: encoder_kwargs, {', '.join(_HEAD_KEYS)}")
+            raise ValueError(f"unknown override {key!r}; allowed: encoder_kwargs, "
+                             f"{', '.join(_HEAD_KEYS + _OPTIONAL_HEAD_KEYS)}")
     return config
 
 
@@ -147,9 +152,11 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     ``"pretrain": "best_rq"`` a
     :class:`~icefall_ext.pretrain.best_rq.BestRqModel` of the same encoder (``"best_rq"``: its keyword arguments);
     with ``"pretrain": "mslam"`` a :class:`~icefall_ext.pretrain.mslam.MslamModel` (``"best_rq"`` for its speech
-    loss, ``"mslam"``: its keyword arguments, ``source_tokens`` included).
-    Fine-tuning (``train --init-from``) drops those keys and gets the ASR model the rest of the config
-    describes, with the heads it asks for (``--task st`` takes the encoder, and from mSLAM the text path too)."""
+    loss, ``"mslam"``: its keyword arguments, ``source_tokens`` included); with ``"pretrain": "av"`` an
+    :class:`~icefall_ext.pretrain.av_mae.AvPretrainModel` (``"av"``: see
+    :func:`~icefall_ext.pretrain.av_mae.av_config`).
+    Fine-tuning (``train --init-from``) turns any of them into an ASR config with :func:`asr_config_from` (``--task
+    st`` takes the encoder, and from mSLAM the text path too)."""
     if config.get("pretrain") == "best_rq":
         from icefall_ext.pretrain.best_rq import BestRq, BestRqModel
 
@@ -164,6 +171,10 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         return MslamModel(encoder, BestRq(config["feature_dim"], encoder.output_dim,
                                           stack=encoder.subsampling_factor, **config.get("best_rq", {})),
                           **config["mslam"])
+    if config.get("pretrain") == "av":
+        from icefall_ext.pretrain.av_mae import build_av_model
+
+        return build_av_model(build_encoder(config), config["feature_dim"], config["av"])
     if config.get("adapters") and (config.get("task") == "st" or config.get("pretrain") is not None):
         raise ValueError("per-language adapters are implemented for ASR models (AsrModel) only")
     if config.get("task") == "st":
@@ -172,7 +183,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         return SpeechTranslationModel(build_encoder(config), config["vocab_size"],
                                       source_vocab_size=config["source_vocab_size"], **config["st"])
     if config.get("pretrain") is not None:
-        raise ValueError(f"unknown pretraining objective {config['pretrain']!r} (best_rq, mslam)")
+        raise ValueError(f"unknown pretraining objective {config['pretrain']!r} (best_rq, mslam, av)")
     missing = [key for key in _REQUIRED_KEYS if key not in config]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}")
@@ -187,7 +198,29 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         joiner_dim=config["joiner_dim"],
         context_size=config["context_size"],
         adapters=resolve_adapters(config.get("adapters"), encoder),
+        ctc_head_layers=config.get("ctc_head_layers", 0),
     )
+
+
+def is_asr_config(config: dict[str, Any]) -> bool:
+    """Whether ``config`` describes an :class:`AsrModel` (not a pre-training or speech-translation model)."""
+    return config.get("pretrain") is None and config.get("task", "asr") == "asr"
+
+
+def asr_config_from(config: dict[str, Any], vocab_size: int, num_languages: int, *, use_ctc: bool = True,
+                    use_transducer: bool = False, head_defaults: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The ASR config that fine-tuning from a checkpoint of ``config`` builds: its encoder, output sizes of the new
+    tables. An ASR config keeps everything else (heads, adapters, CTC head layers); any other (pre-training, speech
+    translation) gives a fresh ASR config with the same encoder and the heads asked for (``use_ctc``,
+    ``use_transducer``; transducer sizes from ``config`` where it has them, else ``head_defaults``, else the mini
+    preset's) and nothing else."""
+    if is_asr_config(config):
+        return dict(config, vocab_size=vocab_size, num_languages=num_languages)
+    sizes = dict(HEAD_DEFAULTS["mini"], **(head_defaults or {}))
+    asr = {key: copy.deepcopy(config[key]) for key in _ENCODER_KEYS}
+    asr.update(vocab_size=vocab_size, num_languages=num_languages, use_ctc=use_ctc, use_transducer=use_transducer,
+               **{k: config.get(k, sizes[k]) for k in ("decoder_dim", "joiner_dim", "context_size")})
+    return asr
 
 
 def resolve_adapters(adapters: Optional[dict[str, Any]], encoder: nn.Module) -> Optional[dict[str, Any]]:

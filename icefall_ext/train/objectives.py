@@ -10,6 +10,8 @@ objective a model was built for:
   masked-frame accuracy, codes used and perplexity per codebook.
 * :class:`~icefall_ext.train.mslam.MslamObjective` — mSLAM joint speech-text pre-training
   (``icefall_ext.pretrain.mslam``): BEST-RQ + span-masked text + paired CTC.
+* :class:`~icefall_ext.train.av_pretrain.AvPretrainObjective` — audio-visual MAE / contrastive pre-training
+  (``icefall_ext.pretrain.av_mae``); validation MAE / CLR losses and audio->video retrieval.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Objective:
 
     name = "objective"
     target = "text"  # what the training batches' tokens encode: "text" (transcripts) or "translation"
+    video = False  # whether the training batches carry the cuts' video frames (``video`` / ``video_lens``)
 
     def loss(self, trainer: "Trainer", model: torch.nn.Module, batch: Dict,
              labels: Optional[List[List[int]]]) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -91,7 +94,7 @@ class AsrObjective(Objective):
         model = trainer.model
         transcribes = model.ctc is not None or model.decoder is not None
         # held-out text may contain characters the table lacks: the loss skips them, CER scores the full text
-        dataset = AsrDataset(trainer.tokenizer, trainer.languages, skip_unknown_tokens=True)
+        dataset = AsrDataset(trainer.tokenizer, trainer.languages, skip_unknown_tokens=True, video=False)
         refs, hyps, langs, total, n, lid_right, lid_total = [], [], [], 0.0, 0, 0, 0
         for batch in self.validation_batches(trainer, dataset):
             loss, _ = self.loss(trainer, model, batch, None)
@@ -199,4 +202,10 @@ def objective_for(model: torch.nn.Module) -> Objective:
         from .mslam import MslamObjective
 
         return MslamObjective()
+    from ..pretrain.av_mae import AvPretrainModel
+
+    if isinstance(model, AvPretrainModel):
+        from .av_pretrain import AvPretrainObjective
+
+        return AvPretrainObjective()
     return BestRqObjective() if isinstance(model, BestRqModel) else AsrObjective()

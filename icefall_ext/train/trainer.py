@@ -327,7 +327,8 @@ class Trainer:
             noise = CutMix(load_cuts(cfg.noise_cuts).drop_supervisions().to_eager(),
                            snr=(cfg.noise_snr_min, cfg.noise_snr_max), p=cfg.noise_prob, seed=self.noise_rng,
                            preserve_id=True)
-        self.train_dataset = AsrDataset(self.tokenizer, self.languages, noise=noise, target=self.objective.target)
+        self.train_dataset = AsrDataset(self.tokenizer, self.languages, noise=noise, target=self.objective.target,
+                                        video=self.objective.video)
         sampler = make_sampler(train_cuts, cfg.max_duration, shuffle=True, num_buckets=cfg.num_buckets,
                                seed=cfg.seed, world_size=self.world_size, rank=self.rank, drop_last=self.world_size > 1)
         labelled = SupervisedSource(sampler, self.train_dataset, cfg.num_workers)
