@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Multi-stage multi-modal pre-training for ASR (Jain et al. 2024, "Multi-Stage Multi-Modal Pre-Training for
+# Automatic Speech Recognition"): an audio encoder pre-trained jointly with a video encoder on audio-visual speech
+# (LRS3) by masked autoencoding (MAE), contrastive learning (CLR) or both, optionally mid-trained on speech
+# translation (MuST-C en->X), then fine-tuned for LibriSpeech ASR with the audio encoder frozen.
+#
+# Usage: egs/lrs3/run.sh [--stage N] [--stop-stage M] [--mini true] [--option value ...]
+#
+# Stages:
+#   0  corpora. --mini true synthesises all three with espeak-ng: LRS3 (mp4 clips in the real layout whose
+#      synthetic face opens its mouth with the speech envelope), MuST-C en-{de,it,nl} (learnable translations from a
+#      parallel grammar) and LibriSpeech. Real data: LRS3 cannot be downloaded by a script (licence: request access
+#      at https://www.robots.ox.ac.uk/~vgg/data/lip_reading/lrs3.html, unpack pretrain/ trainval/ test/ into
+#      --lrs3-dir); MuST-C neither (https://ict.fbk.eu/must-c/, unpack en-<tgt>/ into --mustc-dir); LibriSpeech
+#      is downloaded by lhotse
+#   1  lhotse manifests: LRS3 (local/prepare_lrs3.py: audio extracted, video frames decoded by ffmpeg into uint8
+#      arrays, --video-size, --crop), MuST-C (lhotse's prepare_must_c; text = English, translated_text = target),
+#      LibriSpeech; bad items reported by id and skipped
+#   2  fbank (the LRS3 cuts carry their video frames as cut.custom["video_frames"])
+#   3  LibriSpeech BPE (ASR); MuST-C target BPE per --mid-langs language (translation)
+#   4  audio-visual pre-training, one run per --pt-variants entry: mae, clr, mae+clr (the mean of the two losses)
+#   5  mid-training: speech translation en->X (attention decoder, no auxiliary CTC: translation only) from each
+#      encoder of stage 4 and from scratch; only the audio encoder goes on
+#   6  ASR fine-tuning on LibriSpeech with the encoder frozen (a CTC head with --head-layers transformer layers is
+#      trained) from every encoder: {none, stage-4 variants} x {no mid-training, --mid-langs}; and, as a reference,
+#      the same model trained from scratch with its encoder free
+#   7  decode: LibriSpeech test sets (CTC greedy, CER and WER); MuST-C tst-COMMON BLEU of the mid-training models
+#   8  RESULTS.md
+#
+# Main options (real-data default / --mini default):
+#   --mini false            build and use the built-in mini corpora
+#   --work-dir              where data/, exp/ and RESULTS.md go (default: this recipe's directory)
+#   --lrs3-dir, --mustc-dir, --librispeech-dir   corpus roots (default under --corpus-dir: download/ or mini_corpus/)
+#   --pt-variants "mae clr mae+clr" / "mae mae+clr"   (the paper's rows; CLR alone one option away in the mini)
+#   --mid-langs "de it nl" / "it"                    MuST-C targets of the mid-training columns
+#   --video-size 88 / 32, --crop mouth / none         video frames given to the video encoder
+#   --preset conformer-medium / conformer-mini        audio encoder (paper: 16-layer Conformer)
+#   --video-preset base / tiny                        video ViT (paper: 16x16x2 tubelets, 12 blocks, 768 d)
+#   --pt-updates, --mid-updates, --ft-updates         training lengths
+#   --ft-sets "train-clean-100" / "train-clean-100"   LibriSpeech fine-tuning data (960 h: "train-960")
+#   --head-layers 2                                   trainable transformer layers of the CTC head on the frozen encoder
+#   --lr, --max-duration, --world-size, --dtype, --threads, --beam
+# Relative paths given as options are taken from the directory run.sh is called from.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+
+stage=0
+stop_stage=8
+mini=false
+work_dir=
+seed=42
+mini_scale=1.0
+corpus_dir=
+lrs3_dir=
+mustc_dir=
+librispeech_dir=
+pt_variants=
+mid_langs=
+video_size=
+crop=
+preset=
+video_preset=
+pt_updates=
+mid_updates=
+ft_updates=
+ft_sets=
+head_layers=2
+vocab_size=
+mid_vocab_size=
+lr=0.045
+max_duration=
+beam=4
+world_size=1
+dtype=
+threads=0
+valid_every=
+
+. "$root/utils/parse_options.sh"
+. "$root/utils/stage.sh"
+abs_paths work_dir corpus_dir lrs3_dir mustc_dir librispeech_dir
+mkdir -p "${work_dir:=$here}"
+cd "$work_dir"
+
+pick corpus_dir download mini_corpus
+pick lrs3_dir "$corpus_dir/lrs3" "$corpus_dir/lrs3"
+pick mustc_dir "$corpus_dir/mustc" "$corpus_dir/mustc"
+pick librispeech_dir "$corpus_dir/LibriSpeech" "$corpus_dir/LibriSpeech"
+pick pt_variants "mae clr mae+clr" "mae mae+clr"
+pick mid_langs "de it nl" "it"
+pick video_size 88 32
+pick crop mouth none   # the mini face is 64 x 64 px: the whole frame, scaled
+pick preset conformer-medium conformer-mini
+pick video_preset base tiny
+pick pt_updates 100000 300
+pick mid_updates 30000 300
+pick ft_updates 30000 300
+pick ft_sets "train-clean-100" "train-clean-100"
+pick vocab_size 500 100   # as egs/librispeech: the mini corpus has 850 transcripts
+pick mid_vocab_size 8000 200
+pick max_duration 600 60
+pick dtype bfloat16 float32
+pick valid_every 2000 100
+
+fbank=data/fbank
+lang=data/lang_bpe_$vocab_size
+ls_cuts() { for p in "$@"; do printf '%s ' "$fbank/librispeech_cuts_$p.jsonl.gz"; done; }
+mustc_cuts() { printf '%s' "$fbank/must_c_cuts_en-$1_$2.jsonl.gz"; }
+common=(--seed "$seed" --world-size "$world_size" --dtype "$dtype" --threads "$threads" --optimizer scaled_adam
+        --scheduler eden --lr "$lr" --num-epochs 0 --max-duration "$max_duration" --valid-every-n "$valid_every")
+
+if stage 0 "Corpora" "$corpus_dir/.done"; then
+  if [ "$mini" = true ]; then
+    for layout in lrs3 mustc librispeech; do
+      python "$root/local/make_mini_corpus.py" --layout $layout --out "$corpus_dir" --seed "$seed" \
+        --scale "$mini_scale" --num-jobs 2
+    done
+  else
+    [ -d "$lrs3_dir/test" ] || die "no LRS3 at $lrs3_dir: it cannot be downloaded by a script; request access at
+https://www.robots.ox.ac.uk/~vgg/data/lip_reading/lrs3.html, unpack pretrain/ trainval/ test/ there (or pass --lrs3-dir)"
+    for l in $mid_langs; do
+      [ -d "$mustc_dir/en-$l/data" ] || die "no MuST-C en-$l at $mustc_dir/en-$l: download it by hand from
+https://ict.fbk.eu/must-c/ (or pass --mustc-dir)"
+    done
+    [ -d "$librispeech_dir" ] || lhotse download librispeech --full "$(dirname "$librispeech_dir")"
+  fi
+  mark_done "$corpus_dir/.done"
+fi
+
+if stage 1 "Manifests" data/manifests/.done; then
+  require "$lrs3_dir" "$mustc_dir" "$librispeech_dir"
+  python "$root/local/prepare_lrs3.py" --corpus-dir "$lrs3_dir" --output-dir data/manifests \
+    --video-size "$video_size" --crop "$crop" --num-jobs 2
+  prepare="python -m icefall_ext.bin.prepare_corpus --output-dir data/manifests -j 2"
+  $prepare must-c --corpus-dir "$mustc_dir" -l $mid_langs
+  $prepare librispeech --corpus-dir "$librispeech_dir"
+  mark_done data/manifests/.done
+fi
+
+if stage 2 "Fbank features" $fbank/.done; then
+  for glob in lrs3 must_c librispeech; do
+    python -m icefall_ext.bin.compute_fbank --manifest-dir data/manifests --glob $glob --out-dir $fbank --num-jobs 2
+  done
+  lhotse combine $fbank/lrs3_cuts_pretrain.jsonl.gz $fbank/lrs3_cuts_trainval.jsonl.gz $fbank/lrs3_cuts_train.jsonl.gz
+  mark_done $fbank/.done
+fi
+
+if stage 3 "LibriSpeech BPE ($vocab_size); MuST-C target BPE ($mid_vocab_size)" data/.done.lang; then
+  python -m icefall_ext.bin.prepare_lang --cuts $(ls_cuts $ft_sets) --token-type bpe --vocab-size "$vocab_size" \
+    --lang-dir $lang
+  for l in $mid_langs; do
+    python -m icefall_ext.bin.prepare_lang --cuts "$(mustc_cuts $l train)" --token-type bpe \
+      --vocab-size "$mid_vocab_size" --text translation --lang-dir data/lang_bpe_${mid_vocab_size}_$l
+  done
+  mark_done data/.done.lang
+fi
+
+if stage 4 "Audio-visual pre-training: $pt_variants" exp/.done.pt; then
+  for v in $pt_variants; do
+    [ -f exp/pt-$v/.done ] && continue
+    python -m icefall_ext.bin.train --pretrain av --av-objective "$v" --exp-dir exp/pt-$v --preset "$preset" \
+      --video-preset "$video_preset" --train-cuts $fbank/lrs3_cuts_train.jsonl.gz \
+      --valid-cuts $fbank/lrs3_cuts_test.jsonl.gz --max-updates "$pt_updates" \
+      --warmup-updates $((pt_updates / 10)) "${common[@]}"
+    mark_done exp/pt-$v/.done
+  done
+  mark_done exp/.done.pt
+fi
+
+init_of() { [ "$1" = none ] || printf -- '--init-from exp/pt-%s' "$1"; }
+
+if stage 5 "Mid-training: speech translation en->{$mid_langs} from each encoder" exp/.done.mid; then
+  for v in none $pt_variants; do
+    for l in $mid_langs; do
+      [ -f exp/mid-$v-$l/.done ] && continue
+      python -m icefall_ext.bin.train --task st --exp-dir exp/mid-$v-$l --preset "$preset" $(init_of $v) \
+        --lang-dir data/lang_bpe_${mid_vocab_size}_$l --ctc-scale 0 --train-cuts "$(mustc_cuts $l train)" \
+        --valid-cuts "$(mustc_cuts $l dev)" --max-updates "$mid_updates" --warmup-updates $((mid_updates / 10)) \
+        "${common[@]}"
+      mark_done exp/mid-$v-$l/.done
+    done
+  done
+  mark_done exp/.done.mid
+fi
+
+if stage 6 "Frozen-encoder ASR fine-tuning on LibriSpeech ($ft_sets)" exp/.done.ft; then
+  ft() { local exp=$1; shift
+    [ -f $exp/.done ] && return 0
+    python -m icefall_ext.bin.train --exp-dir $exp --preset "$preset" --lang-dir $lang --heads ctc \
+      --train-cuts $(ls_cuts $ft_sets) --valid-cuts $(ls_cuts dev-clean) --max-updates "$ft_updates" \
+      --warmup-updates $((ft_updates / 10)) "${common[@]}" "$@"
+    mark_done $exp/.done; }
+  head=(--model-overrides "{\"ctc_head_layers\": $head_layers}")
+  for v in none $pt_variants; do
+    for m in none $mid_langs; do
+      if [ "$m" = none ]; then from=$(init_of $v); else from="--init-from exp/mid-$v-$m"; fi
+      ft exp/asr-$v-$m --freeze-encoder true $from "${head[@]}"
+    done
+  done
+  ft exp/asr-scratch "${head[@]}"
+  mark_done exp/.done.ft
+fi
+
+if stage 7 "Decode: LibriSpeech test sets (CTC greedy); MuST-C tst-COMMON (beam $beam)" exp/.done.decode; then
+  for exp in exp/asr-*; do
+    python -m icefall_ext.bin.decode --exp-dir $exp --lang-dir $lang --threads "$threads" --avg 1 \
+      --method ctc-greedy --cuts test-clean=$(ls_cuts test-clean) test-other=$(ls_cuts test-other)
+  done
+  for v in none $pt_variants; do
+    for l in $mid_langs; do
+      python -m icefall_ext.bin.decode --task st --exp-dir exp/mid-$v-$l --lang-dir data/lang_bpe_${mid_vocab_size}_$l \
+        --method st-beam --beam "$beam" --threads "$threads" --avg 1 --cuts tst-COMMON="$(mustc_cuts $l tst-COMMON)"
+    done
+  done
+  mark_done exp/.done.decode
+fi
+
+if stage 8 "RESULTS.md" ""; then
+  python "$root/local/report_lrs3.py" --exp exp --pt-variants $pt_variants --mid-langs $mid_langs --out RESULTS.md \
+    --command "egs/lrs3/run.sh --mini $mini"
+fi
+
+log "Done (stages $stage..$stop_stage)."
