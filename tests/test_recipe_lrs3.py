@@ -1,0 +1,68 @@
+"""Shortened end-to-end run of egs/lrs3/run.sh on tiny mini corpora: every stage runs (mini LRS3 video + MuST-C +
+LibriSpeech synthesis, LRS3 preparation with ffmpeg video frames, MuST-C through lhotse, features with video
+attached, BPE tables, audio-visual pre-training (MAE, MAE + CLR), translation mid-training, frozen-encoder ASR
+fine-tuning from every encoder, decoding, RESULTS.md), a rerun skips every finished stage, and each frozen-encoder
+run left its encoder bit-identical to the encoder it started from."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from conftest import THREADS, assert_stages, run_recipe
+
+SMOKE = ["--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--video-size", "16",
+         "--pt-updates", "6", "--mid-updates", "6", "--ft-updates", "6", "--valid-every", "4", "--vocab-size", "60",
+         "--mid-vocab-size", "60", "--max-duration", "30", "--threads", THREADS]
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lrs3")
+    cmd, r = run_recipe("lrs3", work, *SMOKE)
+    return work, cmd, r
+
+
+def encoder_state(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return {k: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def test_all_stages_run(recipe_run):
+    work, _, r = recipe_run
+    assert_stages(r, range(9))
+    from lhotse import load_manifest
+
+    cut = next(iter(load_manifest(work / "data/fbank/lrs3_cuts_test.jsonl.gz")))
+    frames = cut.load_custom("video_frames")
+    assert frames.dtype.name == "uint8" and frames.shape[1:] == (16, 16)
+    assert abs(frames.shape[0] - cut.duration * 25) <= 1  # 25 fps, aligned with the audio
+    for v in ("mae", "mae+clr"):
+        config = json.loads((work / f"exp/pt-{v}/model_config.json").read_text())
+        assert config["pretrain"] == "av" and config["av"]["mode"] == v
+    mid = json.loads((work / "exp/mid-mae-it/model_config.json").read_text())
+    assert mid["task"] == "st" and not mid["st"]["source_ctc"]  # translation only
+    results = (work / "RESULTS.md").read_text()
+    for text in ("| pre-training | no mid-training | mid-trained en->it |", "| MAE + CLR |", "en->it BLEU",
+                 "audio->video retrieval", "Wall time"):
+        assert text in results, text
+
+
+@pytest.mark.parametrize("pt,mid", [("mae", "none"), ("mae+clr", "none"), ("mae", "it"), ("none", "it")])
+def test_frozen_encoder_is_bit_identical_to_its_source(recipe_run, pt, mid):
+    work = recipe_run[0]
+    source = work / "exp" / (f"pt-{pt}" if mid == "none" else f"mid-{pt}-{mid}")
+    asr = work / "exp" / f"asr-{pt}-{mid}"
+    before = encoder_state(max(source.glob("epoch-*.pt")))
+    after = encoder_state(max(asr.glob("epoch-*.pt")))
+    assert before.keys() == after.keys() and before
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    config = json.loads((asr / "train_config.json").read_text())
+    assert config["freeze_encoder"] and config["trainable_parameters"] < config["parameters"]
+
+
+def test_rerun_skips_finished_stages(recipe_run):
+    work, cmd, _ = recipe_run
+    r = subprocess.run(cmd + ["--stop-stage", "7"], capture_output=True, text=True, timeout=300)
+    assert_stages(r, range(8), skipped=True)
