@@ -39,6 +39,7 @@
 #   --pt-updates, --mid-updates, --ft-updates         training lengths
 #   --ft-sets "train-clean-100" / "train-clean-100"   LibriSpeech fine-tuning data (960 h: "train-960")
 #   --head-layers 2                                   trainable transformer layers of the CTC head on the frozen encoder
+#   --ft-lr 0.001 / 0.002                             AdamW learning rate of stage 6
 #   --lr, --max-duration, --world-size, --dtype, --threads, --beam
 # Relative paths given as options are taken from the directory run.sh is called from.
 set -euo pipefail
@@ -67,6 +68,7 @@ mid_updates=
 ft_updates=
 ft_sets=
 head_layers=2
+ft_lr=
 vocab_size=
 mid_vocab_size=
 lr=0.045
@@ -97,6 +99,7 @@ pick video_preset base tiny
 pick pt_updates 100000 300
 pick mid_updates 30000 300
 pick ft_updates 30000 400   # mini: the from-scratch reference needs ~400 updates to learn (egs/librispeech)
+pick ft_lr 0.001 0.002   # AdamW; mini: with ScaledAdam at 0.045 the frozen random encoder's head reached dev CER 72.9%, with this 64.3%
 pick ft_sets "train-clean-100" "train-clean-100"
 pick vocab_size 500 100   # as egs/librispeech: the mini corpus has 850 transcripts
 pick mid_vocab_size 8000 200
@@ -192,7 +195,7 @@ if stage 6 "Frozen-encoder ASR fine-tuning on LibriSpeech ($ft_sets)" exp/.done.
     [ -f $exp/.done ] && return 0
     python -m icefall_ext.bin.train --exp-dir $exp --preset "$preset" --lang-dir $lang --heads ctc \
       --train-cuts $(ls_cuts $ft_sets) --valid-cuts $(ls_cuts dev-clean) --max-updates "$ft_updates" \
-      --warmup-updates $((ft_updates / 10)) "${common[@]}" "$@"
+      --warmup-updates $((ft_updates / 10)) "${common[@]}" --optimizer adamw --lr "$ft_lr" "$@"
     mark_done $exp/.done; }
   head=(--model-overrides "{\"ctc_head_layers\": $head_layers}")
   for v in none $pt_variants; do
