@@ -18,14 +18,20 @@ from torch import Tensor, nn
 IGNORE_ID = -1
 
 
+def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
+    """(...,) positions -> (..., dim) sine/cosine encodings of "Attention is all you need" (also at fractional
+    positions: the video ViT and the AV decoder place audio and video on one timeline)."""
+    rate = torch.exp(torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = positions.float()[..., None] * rate
+    out = torch.zeros(*positions.shape, dim, device=positions.device)
+    out[..., 0::2] = torch.sin(angles)
+    out[..., 1::2] = torch.cos(angles[..., : dim // 2])
+    return out
+
+
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
-    """(length, dim) sine/cosine position encodings of "Attention is all you need"."""
-    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    rate = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim, device=device)
-    table[:, 0::2] = torch.sin(position * rate)
-    table[:, 1::2] = torch.cos(position * rate[: dim // 2])
-    return table
+    """(length, dim) encodings of positions 0 .. length - 1."""
+    return sinusoidal_embedding(torch.arange(length, device=device), dim)
 
 
 def key_padding_mask(lengths: Tensor, max_len: int) -> Tensor:

@@ -16,13 +16,13 @@ clips of different lengths, and the same treatment as the audio encoder, whose c
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention_decoder import sinusoidal_embedding
 from .transformer import TransformerLayer
 
 # ViT sizes (``--video-preset``); "base" is the paper's video encoder.
@@ -31,17 +31,6 @@ VIDEO_PRESETS: Dict[str, Dict[str, Any]] = {
     "mini": dict(dim=128, num_layers=2, num_heads=4, tubelet_frames=2, patch_size=8),
     "base": dict(dim=768, num_layers=12, num_heads=12, tubelet_frames=2, patch_size=16),
 }
-
-
-def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
-    """(...,) float positions -> (..., dim) sine/cosine encodings (``sinusoidal_positions`` at any, also
-    fractional, positions)."""
-    rate = torch.exp(torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    angles = positions.float()[..., None] * rate
-    out = torch.zeros(*positions.shape, dim, device=positions.device)
-    out[..., 0::2] = torch.sin(angles)
-    out[..., 1::2] = torch.cos(angles[..., : dim // 2])
-    return out
 
 
 class VideoEncoding(NamedTuple):

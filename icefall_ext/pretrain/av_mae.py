@@ -44,7 +44,8 @@ from torch import Tensor, nn
 
 from ..models.subsampling import make_pad_mask
 from ..models.transformer import TransformerLayer
-from ..models.video_vit import VIDEO_PRESETS, VideoEncoding, VideoViT, sinusoidal_embedding
+from ..models.attention_decoder import sinusoidal_embedding
+from ..models.video_vit import VIDEO_PRESETS, VideoEncoding, VideoViT
 from .best_rq import normalise_per_utterance, stack_frames
 
 MODES = ("mae", "clr", "mae+clr")
