@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from icefall_ext.decode.results import NOT_CONVERGED, rate_cell
 from icefall_ext.report import fmt, load_json, stage_time_section
@@ -33,28 +33,19 @@ def asr_cell(exp: Path, sets: List[str], method: str) -> str:
     return " ; ".join(cells)
 
 
-def last_validation(path: Path) -> Optional[Dict]:
+def validations(path: Path) -> List[Dict]:
+    """The records of a run's ``valid.jsonl`` (none when the run has not validated)."""
     if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else None
-
-
-def first_validation(path: Path) -> Optional[Dict]:
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[0]) if lines else None
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def pretraining_rows(exp: Path, variants: List[str]) -> List[str]:
     rows = ["| pre-training | update | MAE audio | MAE video | CLR loss | audio->video retrieval top-1 (chance) |",
             "|---|---|---|---|---|---|"]
     for v in variants:
-        path = exp / f"pt-{v}" / "valid.jsonl"
-        for label, record in (("first", first_validation(path)), ("last", last_validation(path))):
-            if record is None:
-                continue
+        records = validations(exp / f"pt-{v}" / "valid.jsonl")
+        for label, record in (("first", records[0]), ("last", records[-1])) if records else ():
             acc, chance = record.get("a2v_top1"), record.get("retrieval_chance")
             rows.append(f"| {PRETRAIN.get(v, v)} ({label} validation) | {record.get('update', '-')} | "
                         f"{fmt(record.get('mae_audio_loss'), 3)} | {fmt(record.get('mae_video_loss'), 3)} | "
