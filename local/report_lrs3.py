@@ -19,6 +19,9 @@ PRETRAIN = {"none": "none (random encoder)", "mae": "MAE", "clr": "CLR", "mae+cl
 # mid-training BLEU under which the translation model is reported as not converged: on the mini grammar's
 # sentences a decoder that ignores its input scores 3-4 BLEU (the runs stuck on the plateau: 3.7)
 MIN_BLEU = 5.0
+# WER from which a frozen-encoder ASR arm is reported as not converged: at 94% the mini arms write fragments of
+# the commonest short words ("TO", "THE", "ITT"), not transcriptions
+MAX_WER = 90.0
 
 
 def asr_cell(exp: Path, sets: List[str], method: str) -> str:
@@ -26,8 +29,9 @@ def asr_cell(exp: Path, sets: List[str], method: str) -> str:
     cells = []
     for s in sets:
         summary = load_json(exp / "decode" / f"summary-{s}-{method}.json")
-        if summary and summary.get("collapsed"):  # the marker, with the rates for the record
-            cells.append(f"{NOT_CONVERGED} ({summary['collapsed']}; CER {summary['cer']:.1f})")
+        if summary and (summary.get("collapsed") or summary["wer"] >= MAX_WER):  # the marker, rates for the record
+            why = summary.get("collapsed") or f"WER {summary['wer']:.1f}%"
+            cells.append(f"{NOT_CONVERGED} ({why}; CER {summary['cer']:.1f})")
         else:
             cells.append(f"{rate_cell(summary, 'cer', 1)} / {rate_cell(summary, 'wer', 1)}")
     return " ; ".join(cells)
