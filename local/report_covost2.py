@@ -79,8 +79,19 @@ def summary_cells(s: Optional[Dict], languages: List[str]) -> str:
     return " / ".join(group_cells(per, languages)[-1:] + group_cells(per, languages)[:-1])
 
 
+def zero_shot_cell(zero: Optional[Dict], floor: Optional[Dict]) -> str:
+    """Zero-shot BLEU, marked when it does not beat the untrained (speech-only) text path's by 1 BLEU: such a
+    decoder ignores its input (it writes the grammar's common sentences)."""
+    if zero is None:
+        return "-"
+    if floor is not None and zero["bleu"] < floor["bleu"] + 1.0:
+        return f"{fmt(zero['bleu'])} (at the floor: no better than the untrained text path)"
+    return fmt(zero["bleu"])
+
+
 def pretraining_section(exp: Path, languages: List[str], variants: List[str]) -> List[str]:
     rows = []
+    floor = load_json(exp / "st-pt-speech" / "decode" / "summary-test-st-beam-text.json")
     for v in variants:
         st = load_json(exp / f"st-pt-{v}" / "decode" / "summary-test-st-beam.json")
         joint = load_json(exp / f"st-mt-pt-{v}" / "decode" / "summary-test-st-beam.json")
@@ -88,7 +99,7 @@ def pretraining_section(exp: Path, languages: List[str], variants: List[str]) ->
         if st is None and joint is None:
             continue
         rows.append(f"| {PT_VARIANTS.get(v, v)} | {summary_cells(st, languages)} | {summary_cells(joint, languages)} | "
-                    f"{fmt(zero['bleu']) if zero else '-'} |")
+                    f"{zero_shot_cell(zero, floor)} |")
     if not rows:
         return []
     return ["Each pre-trained encoder fine-tuned for speech translation (cells: test BLEU all / "
