@@ -308,6 +308,10 @@ def test_grid_search_picks_lm_weight_only_when_the_lm_helps(tmp_path):
     assert best_alpha > 0 and errors[(best_alpha, best_beta)] == 0
     assert errors[(0.0, 0.0)] == errors[(0.0, 1.0)] == 1
     assert {r["ref_len"] for r in rows} == {6} and len(rows) == 8
+    # grid points decoded in two forked processes: the same rows in the same order
+    parallel = grid_search_alpha_beta([log_probs], [lens], ["the cat sat", "a cat sat"], WORD_TABLE, cat_lm,
+                                      num_jobs=2, **grid)
+    assert parallel == (best_alpha, best_beta, rows)
     best_alpha_cer, _, errors_cer, rows_cer = run(["the cat sat", "a cat sat"], cat_lm, metric="cer")
     assert best_alpha_cer > 0 and errors_cer[(0.0, 0.0)] == 1 and rows_cer[0]["ref_len"] == 20
 

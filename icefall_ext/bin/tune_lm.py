@@ -3,7 +3,7 @@
     python -m icefall_ext.bin.tune_lm --exp-dir exp/final --lang-dir data/lang_char --lm data/lm/4gram.arpa \\
         --cuts data/fbank/librispeech_cuts_dev-clean.jsonl.gz --out exp/final/lm_tuning.json
 
-The encoder runs once; every (alpha, beta) pair re-runs only the beam search. The best pair (lowest WER, ties to
+The encoder runs once; every (alpha, beta) pair re-runs only the beam search, --num-jobs pairs at a time. The best pair (lowest WER, ties to
 the smaller alpha) and the whole grid are written to --out, which ``decode --tuned-lm`` reads.
 """
 
@@ -36,6 +36,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=8)
     p.add_argument("--metric", choices=["wer", "cer"], default="wer")
     p.add_argument("--max-duration", type=float, default=300.0)
+    p.add_argument("--num-jobs", type=int, default=2,
+                   help="grid points decoded at once, one process each (the beam search is single-threaded)")
     p.add_argument("--out", type=Path, required=True)
     return p
 
@@ -73,7 +75,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 lens.append(enc_lens[i:i + 1])
             refs.extend(batch["texts"])
     alpha, beta, rows = grid_search_alpha_beta(log_probs, lens, refs, tokenizer.token_table, lm, args.alphas,
-                                               args.betas, beam=args.beam, metric=args.metric)
+                                               args.betas, beam=args.beam, metric=args.metric,
+                                               num_jobs=args.num_jobs)
     best = next(r for r in rows if r["alpha"] == alpha and r["beta"] == beta)
     atomic_write_text(args.out, json.dumps({"alpha": alpha, "beta": beta, "metric": args.metric,
                                             "best": best, "grid": rows}, indent=2))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Dict, List, Sequence, Tuple
+import multiprocessing
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import kaldialign
 import torch
@@ -21,6 +22,29 @@ def _units(text: str, metric: str) -> List[str]:
     return units(text, "word" if metric == "wer" else "char")
 
 
+# what each forked grid worker decodes (set before the pool forks, so it is inherited instead of pickled)
+_JOB: Optional[dict] = None
+
+
+def _decode_grid_point(point: Tuple[float, float]) -> int:
+    """Total errors of the beam search with LM weight / word bonus ``point`` on ``_JOB``'s utterances."""
+    job = _JOB
+    alpha, beta = point
+    errors = 0
+    refs = iter(job["ref_units"])
+    for log_probs, lens in zip(job["log_probs"], job["lens"]):
+        for ids in ctc_prefix_beam_search(log_probs, lens, job["beam"], lm=job["lm"], token_table=job["token_table"],
+                                          alpha=alpha, beta=beta, prune_topk=job["prune_topk"],
+                                          token_min_logprob=job["token_min_logprob"]):
+            hyp = _units(tokens_to_text(ids, job["token_table"]), job["metric"])
+            errors += kaldialign.edit_distance(next(refs), hyp)["total"]
+    return errors
+
+
+def _single_thread_worker() -> None:
+    torch.set_num_threads(1)
+
+
 def grid_search_alpha_beta(
     log_probs_list: Sequence[torch.Tensor],
     lens_list: Sequence[torch.Tensor],
@@ -33,12 +57,16 @@ def grid_search_alpha_beta(
     metric: str = "wer",
     prune_topk: int = 16,
     token_min_logprob: float = -10.0,
+    num_jobs: int = 1,
 ) -> Tuple[float, float, List[Dict[str, float]]]:
     """Decode every (N, T, V) batch with each (alpha, beta) and score against ``refs`` (in batch order).
 
     Returns ``(best_alpha, best_beta, rows)``; each row holds alpha, beta, errors, ref_len and error_rate.
     Ties go to the smaller alpha, then the smaller beta (alpha = 0 is plain prefix beam search).
+    The beam search is single-threaded Python, so ``num_jobs`` > 1 decodes grid points in that many forked
+    processes (same rows, in the same order, as ``num_jobs=1``).
     """
+    global _JOB
     if metric not in ("wer", "cer"):
         raise ValueError(f"metric must be 'wer' or 'cer', got {metric!r}")
     num_utts = sum(int(lens.numel()) for lens in lens_list)
@@ -46,28 +74,27 @@ def grid_search_alpha_beta(
         raise ValueError(f"{num_utts} utterances but {len(refs)} references")
     ref_units = [_units(ref, metric) for ref in refs]
     ref_len = sum(len(units) for units in ref_units)
-    rows = []
-    for alpha, beta in itertools.product(alphas, betas):
-        hyps: List[str] = []
-        for log_probs, lens in zip(log_probs_list, lens_list):
-            for ids in ctc_prefix_beam_search(
-                log_probs,
-                lens,
-                beam,
-                lm=lm,
-                token_table=token_table,
-                alpha=alpha,
-                beta=beta,
-                prune_topk=prune_topk,
-                token_min_logprob=token_min_logprob,
-            ):
-                hyps.append(tokens_to_text(ids, token_table))
-        errors = sum(
-            kaldialign.edit_distance(ref, _units(hyp, metric))["total"] for ref, hyp in zip(ref_units, hyps)
-        )
-        error_rate = errors / max(ref_len, 1)
-        row = {"alpha": alpha, "beta": beta, "errors": errors, "ref_len": ref_len, "error_rate": error_rate}
-        logger.info("alpha=%g beta=%g %s=%.2f%% (%d/%d)", alpha, beta, metric, 100 * row["error_rate"], errors, ref_len)
-        rows.append(row)
+    points = list(itertools.product(alphas, betas))
+    _JOB = dict(log_probs=log_probs_list, lens=lens_list, ref_units=ref_units, lm=lm, token_table=token_table,
+                beam=beam, metric=metric, prune_topk=prune_topk, token_min_logprob=token_min_logprob)
+    try:
+        num_jobs = max(1, min(num_jobs, len(points)))
+        if num_jobs == 1:
+            all_errors = map(_decode_grid_point, points)
+        else:
+            pool = multiprocessing.get_context("fork").Pool(num_jobs, initializer=_single_thread_worker)
+            all_errors = pool.imap(_decode_grid_point, points)
+        rows = []
+        for (alpha, beta), errors in zip(points, all_errors):
+            row = {"alpha": alpha, "beta": beta, "errors": errors, "ref_len": ref_len,
+                   "error_rate": errors / max(ref_len, 1)}
+            logger.info("alpha=%g beta=%g %s=%.2f%% (%d/%d)", alpha, beta, metric, 100 * row["error_rate"], errors,
+                        ref_len)
+            rows.append(row)
+        if num_jobs > 1:
+            pool.close()
+            pool.join()
+    finally:
+        _JOB = None
     best = min(rows, key=lambda r: (r["errors"], r["alpha"], r["beta"]))
     return best["alpha"], best["beta"], rows
