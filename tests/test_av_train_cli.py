@@ -127,10 +127,11 @@ def test_av_pretraining_then_frozen_ctc_st_and_asr_from_st(tmp_path):
     assert isinstance(model, AsrModel) and len(model.ctc.layers) == 1
 
     st = tmp_path / "st"
-    train("--exp-dir", st, "--task", "st", "--init-from", pre, "--lang-dir", tmp_path / "lang_tgt", "--lr", "0",
-          "--max-updates", "1", *common)
+    r = train("--exp-dir", st, "--task", "st", "--init-from", pre, "--lang-dir", tmp_path / "lang_tgt", "--lr", "0",
+              "--max-updates", "1", "--target-ctc-scale", "0.5", *common)
     model, st_config, _ = load_averaged_model(st)
     assert isinstance(model, SpeechTranslationModel) and st_config["task"] == "st"
+    assert st_config["st"]["target_ctc"] and model.target_ctc is not None and "target_ctc" in r.stderr
     assert_same(encoder_state(model.state_dict()), av_encoder)
 
     asr = tmp_path / "asr_from_st"

@@ -336,6 +336,25 @@ def test_ctc_head_layers_respect_padding_stay_trainable_and_old_checkpoints_load
     assert model.ctc.layers[0].qkv.weight.grad.abs().sum() > 0
 
 
+def test_st_target_ctc_is_ctc_on_the_translation_tokens_and_trains_the_encoder():
+    from icefall_ext.models.presets import st_config_from_preset
+
+    torch.manual_seed(0)
+    config = st_config_from_preset("conformer-tiny", 7, target_ctc=True)
+    assert config["st"]["target_ctc"] and not st_config_from_preset("conformer-tiny", 7)["st"]["target_ctc"]
+    model = build_model(config).eval()
+    x, x_lens, y = torch.randn(2, 40, 80), torch.tensor([40, 31]), [[1, 2, 3], [4]]
+    out = model(x, x_lens, y)
+    enc, enc_lens = model.encoder(x, x_lens)
+    log_probs = model.target_ctc(enc, enc_lens)  # reference: torch's CTC on the head's output, blank 0
+    ref = F.ctc_loss(log_probs.transpose(0, 1), torch.tensor([1, 2, 3, 4]), enc_lens, torch.tensor([3, 1]),
+                     blank=0, reduction="sum")
+    torch.testing.assert_close(out["target_ctc"], ref)
+    out["target_ctc"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in model.encoder.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in model.decoder.parameters())  # CTC alone does not touch the decoder
+
+
 def test_asr_config_from_any_checkpoint_keeps_the_encoder_only():
     from icefall_ext.models.presets import asr_config_from, st_config_from_preset
     from icefall_ext.pretrain.av_mae import av_config

@@ -19,8 +19,8 @@
 #   2  fbank (the LRS3 cuts carry their video frames as cut.custom["video_frames"])
 #   3  LibriSpeech BPE (ASR); MuST-C target BPE per --mid-langs language (translation)
 #   4  audio-visual pre-training, one run per --pt-variants entry: mae, clr, mae+clr (the mean of the two losses)
-#   5  mid-training: speech translation en->X (attention decoder, no auxiliary CTC: translation only) from each
-#      encoder of stage 4 and from scratch; only the audio encoder goes on
+#   5  mid-training: speech translation en->X (attention decoder + CTC on the translation's own tokens, no
+#      transcript: translation only) from each encoder of stage 4 and from scratch; only the audio encoder goes on
 #   6  ASR fine-tuning on LibriSpeech with the encoder frozen (a CTC head with --head-layers transformer layers is
 #      trained) from every encoder: {none, stage-4 variants} x {no mid-training, --mid-langs}; and, as a reference,
 #      the same model trained from scratch with its encoder free
@@ -38,6 +38,7 @@
 #   --video-preset base / tiny                        video ViT (paper: 16x16x2 tubelets, 12 blocks, 768 d)
 #   --pt-updates, --mid-updates, --ft-updates         training lengths
 #   --ft-sets "train-clean-100" / "train-clean-100"   LibriSpeech fine-tuning data (960 h: "train-960")
+#   --mid-target-ctc 0.3                              weight of mid-training's CTC on the translation tokens
 #   --head-layers 2                                   trainable transformer layers of the CTC head on the frozen encoder
 #   --ft-lr 0.001 / 0.002                             AdamW learning rate of stage 6
 #   --lr, --max-duration, --world-size, --dtype, --threads, --beam
@@ -68,6 +69,7 @@ mid_updates=
 ft_updates=
 ft_sets=
 head_layers=2
+mid_target_ctc=0.3
 ft_lr=
 vocab_size=
 mid_vocab_size=
@@ -181,7 +183,8 @@ if stage 5 "Mid-training: speech translation en->{$mid_langs} from each encoder"
     for l in $mid_langs; do
       [ -f exp/mid-$v-$l/.done ] && continue
       python -m icefall_ext.bin.train --task st --exp-dir exp/mid-$v-$l --preset "$preset" $(init_of $v) \
-        --lang-dir data/lang_bpe_${mid_vocab_size}_$l --ctc-scale 0 --train-cuts "$(mustc_cuts $l train)" \
+        --lang-dir data/lang_bpe_${mid_vocab_size}_$l --ctc-scale 0 --target-ctc-scale "$mid_target_ctc" \
+        --train-cuts "$(mustc_cuts $l train)" \
         --valid-cuts "$(mustc_cuts $l dev)" --max-updates "$mid_updates" --warmup-updates $((mid_updates / 10)) \
         "${common[@]}"
       mark_done exp/mid-$v-$l/.done

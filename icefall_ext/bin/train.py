@@ -353,7 +353,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             model_config = st_config_from_preset(
                 args.preset, tokenizer.vocab_size, source_tokenizer.vocab_size if source_tokenizer else 0,
                 source_ctc=source_tokenizer is not None and cfg.ctc_scale > 0, text_input=cfg.mt_scale > 0,
-                **overrides)
+                target_ctc=cfg.target_ctc_scale > 0, **overrides)
         except (KeyError, ValueError) as e:
             die(f"bad model preset/overrides: {e}")
         if init_path is not None:  # the encoder of an ASR / pre-trained model; the decoder starts fresh

@@ -113,7 +113,8 @@ def model_config_from_preset(
 
 
 def st_config_from_preset(name: str, vocab_size: int, source_vocab_size: int = 0, *, source_ctc: bool = False,
-                          text_input: bool = False, feature_dim: int = 80, **decoder: Any) -> dict[str, Any]:
+                          text_input: bool = False, target_ctc: bool = False, feature_dim: int = 80,
+                          **decoder: Any) -> dict[str, Any]:
     """Config of a speech-translation model: the preset's encoder, its size's decoder (``decoder`` overrides any of
     ``ST_DECODERS``' keys or ``label_smoothing``), the target vocabulary and the source character table's size."""
     config = model_config_from_preset(name, vocab_size, feature_dim=feature_dim)
@@ -124,7 +125,8 @@ def st_config_from_preset(name: str, vocab_size: int, source_vocab_size: int = 0
     if unknown:
         raise ValueError(f"unknown decoder settings {sorted(unknown)}")
     config.update(task="st", source_vocab_size=source_vocab_size,
-                  st=dict(ST_DECODERS[size], source_ctc=source_ctc, text_input=text_input, **decoder))
+                  st=dict(ST_DECODERS[size], source_ctc=source_ctc, text_input=text_input, target_ctc=target_ctc,
+                          **decoder))
     return config
 
 

@@ -2,6 +2,9 @@
 
 * ``source_ctc``: an auxiliary CTC head on the source-language transcript (characters), as ESPnet's and fairseq's
   ST recipes use it to help the encoder.
+* ``target_ctc``: an auxiliary CTC head on the translation's own tokens (ESPnet's ``st_ctc``; Yan et al. 2023, "CTC
+  alignments improve autoregressive translation"): the encoder gets a frame-level training signal from the
+  translation alone, without seeing a transcript.
 * ``text_frontend``: a second input for joint speech + text training (mSLAM §4.1): source characters ->
   embedding + sinusoidal positions + LayerNorm -> the *same* encoder blocks (``encoder.forward_layers``; the speech
   front end is skipped) -> the same decoder. That turns the model into a text translator too (machine
@@ -35,11 +38,11 @@ class TextFrontEnd(nn.Module):
 
 
 class SpeechTranslationModel(nn.Module):
-    """``forward`` gives summed losses: "st" (label-smoothed CE of the translation) and "ctc" (source transcript,
-    when the head exists); ``mt_loss`` the text-input twin of "st"."""
+    """``forward`` gives summed losses: "st" (label-smoothed CE of the translation), "ctc" (source transcript) and
+    "target_ctc" (the translation's tokens), each CTC when its head exists; ``mt_loss`` the text-input twin of "st"."""
 
     def __init__(self, encoder: nn.Module, vocab_size: int, *, source_vocab_size: int = 0, source_ctc: bool = False,
-                 text_input: bool = False, decoder_layers: int = 6, decoder_dim: int = 256, decoder_heads: int = 4,
+                 text_input: bool = False, target_ctc: bool = False, decoder_layers: int = 6, decoder_dim: int = 256, decoder_heads: int = 4,
                  decoder_ff: int = 1024, decoder_dropout: float = 0.1, label_smoothing: float = 0.1) -> None:
         super().__init__()
         if (source_ctc or text_input) and source_vocab_size <= 0:
@@ -52,6 +55,7 @@ class SpeechTranslationModel(nn.Module):
         self.decoder = AttentionDecoder(vocab_size, encoder.output_dim, decoder_dim, decoder_layers, decoder_heads,
                                         decoder_ff, decoder_dropout)
         self.source_ctc = CtcHead(encoder.output_dim, source_vocab_size) if source_ctc else None
+        self.target_ctc = CtcHead(encoder.output_dim, vocab_size) if target_ctc else None  # blank: token 0
         self.text_frontend = TextFrontEnd(source_vocab_size, encoder.output_dim) if text_input else None
 
     def forward_encoder(self, x: Tensor, x_lens: Tensor) -> Tuple[Tensor, Tensor]:
@@ -75,6 +79,8 @@ class SpeechTranslationModel(nn.Module):
         out["st"], out["num_tokens"] = self.decoder.loss(enc, enc_lens, targets, self.label_smoothing)
         if self.source_ctc is not None and source is not None:
             out["ctc"] = self.source_ctc.loss(enc, enc_lens, source)
+        if self.target_ctc is not None:
+            out["target_ctc"] = self.target_ctc.loss(enc, enc_lens, targets)
         return out
 
     def mt_loss(self, source: List[List[int]], targets: List[List[int]]) -> Tensor:

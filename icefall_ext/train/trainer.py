@@ -109,6 +109,8 @@ class TrainConfig:
     # speech translation (--task st): the source character table (auxiliary CTC on the transcript: ctc_scale; text
     # input), and joint machine translation: as many text pairs as utterances in each batch, weighted by mt_scale
     source_lang_dir: str = ""
+    # auxiliary CTC on the translation's own tokens (no transcript needed)
+    target_ctc_scale: float = 0.0
     mt_scale: float = 0.0
     mt_text: List[str] = field(default_factory=list)
 
