@@ -43,7 +43,11 @@ def test_all_stages_run(recipe_run, monkeypatch):
         config = json.loads((work / f"exp/pt-{v}/model_config.json").read_text())
         assert config["pretrain"] == "av" and config["av"]["mode"] == v
     mid = json.loads((work / "exp/mid-mae-it/model_config.json").read_text())
-    assert mid["task"] == "st" and not mid["st"]["source_ctc"]  # translation only
+    # translation only: the auxiliary CTC is on the translation's tokens, never on the English transcript
+    assert mid["task"] == "st" and not mid["st"]["source_ctc"] and mid["st"]["target_ctc"]
+    asr = json.loads((work / "exp/asr-mae-none/model_config.json").read_text())
+    chars = (work / "data/lang_char/tokens.txt").read_text().splitlines()
+    assert asr["vocab_size"] == len(chars) and not (work / "data/lang_char/bpe.model").exists()  # mini: characters
     results = (work / "RESULTS.md").read_text()
     for text in ("| pre-training | no mid-training | mid-trained en->it |", "| MAE + CLR |", "en->it BLEU",
                  "audio->video retrieval", "Wall time"):
