@@ -31,7 +31,8 @@ def asr_cell(exp: Path, sets: List[str], method: str) -> str:
         summary = load_json(exp / "decode" / f"summary-{s}-{method}.json")
         if summary and (summary.get("collapsed") or summary["wer"] >= MAX_WER):  # the marker, rates for the record
             why = summary.get("collapsed") or f"WER {summary['wer']:.1f}%"
-            cells.append(f"{NOT_CONVERGED} ({why}; CER {summary['cer']:.1f})")
+            cer = "" if why.startswith("CER") else f"; CER {summary['cer']:.1f}"  # the rate for the record, once
+            cells.append(f"{NOT_CONVERGED} ({why}{cer})")
         else:
             cells.append(f"{rate_cell(summary, 'cer', 1)} / {rate_cell(summary, 'wer', 1)}")
     return " ; ".join(cells)
