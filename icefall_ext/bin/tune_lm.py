@@ -3,8 +3,9 @@
     python -m icefall_ext.bin.tune_lm --exp-dir exp/final --lang-dir data/lang_char --lm data/lm/4gram.arpa \\
         --cuts data/fbank/librispeech_cuts_dev-clean.jsonl.gz --out exp/final/lm_tuning.json
 
-The encoder runs once; every (alpha, beta) pair re-runs only the beam search, --num-jobs pairs at a time. The best pair (lowest WER, ties to
-the smaller alpha) and the whole grid are written to --out, which ``decode --tuned-lm`` reads.
+The encoder runs once; every (alpha, beta) pair re-runs only the beam search, --num-jobs pairs at a time. The best
+pair (lowest WER, ties to the smaller alpha) and the whole grid are written to --out, which ``decode --tuned-lm``
+reads.
 """
 
 from __future__ import annotations

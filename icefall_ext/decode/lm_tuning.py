@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -77,23 +78,19 @@ def grid_search_alpha_beta(
     points = list(itertools.product(alphas, betas))
     _JOB = dict(log_probs=log_probs_list, lens=lens_list, ref_units=ref_units, lm=lm, token_table=token_table,
                 beam=beam, metric=metric, prune_topk=prune_topk, token_min_logprob=token_min_logprob)
+    num_jobs = max(1, min(num_jobs, len(points)))
+    pool = (multiprocessing.get_context("fork").Pool(num_jobs, initializer=_single_thread_worker)
+            if num_jobs > 1 else contextlib.nullcontext())
     try:
-        num_jobs = max(1, min(num_jobs, len(points)))
-        if num_jobs == 1:
-            all_errors = map(_decode_grid_point, points)
-        else:
-            pool = multiprocessing.get_context("fork").Pool(num_jobs, initializer=_single_thread_worker)
-            all_errors = pool.imap(_decode_grid_point, points)
-        rows = []
-        for (alpha, beta), errors in zip(points, all_errors):
-            row = {"alpha": alpha, "beta": beta, "errors": errors, "ref_len": ref_len,
-                   "error_rate": errors / max(ref_len, 1)}
-            logger.info("alpha=%g beta=%g %s=%.2f%% (%d/%d)", alpha, beta, metric, 100 * row["error_rate"], errors,
-                        ref_len)
-            rows.append(row)
-        if num_jobs > 1:
-            pool.close()
-            pool.join()
+        with pool:
+            all_errors = (pool.imap if num_jobs > 1 else map)(_decode_grid_point, points)
+            rows = []
+            for (alpha, beta), errors in zip(points, all_errors):
+                row = {"alpha": alpha, "beta": beta, "errors": errors, "ref_len": ref_len,
+                       "error_rate": errors / max(ref_len, 1)}
+                logger.info("alpha=%g beta=%g %s=%.2f%% (%d/%d)", alpha, beta, metric, 100 * row["error_rate"],
+                            errors, ref_len)
+                rows.append(row)
     finally:
         _JOB = None
     best = min(rows, key=lambda r: (r["errors"], r["alpha"], r["beta"]))
