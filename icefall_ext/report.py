@@ -24,17 +24,19 @@ def mean(xs: Sequence[Optional[float]]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
+def validation_records(path: Path) -> List[Dict]:
+    """The records of a run's ``valid.jsonl``, in order (none when the run has not validated)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def validation_curve(path: Path, key: str, offset: int = 0) -> Curve:
     """(update + offset, value of ``key``) of each validation in a run's ``valid.jsonl`` that has ``key``
     (a dotted key such as ``per_language.el`` reads a nested value)."""
-    if not path.is_file():
-        return []
     points = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        value = json.loads(line)
-        record = value
+    for record in validation_records(path):
+        value = record
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if value is not None:

@@ -8,12 +8,11 @@ mid-training BLEU, and the wall time of each stage."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 from icefall_ext.decode.results import NOT_CONVERGED, rate_cell
-from icefall_ext.report import fmt, load_json, stage_time_section
+from icefall_ext.report import fmt, load_json, stage_time_section, validation_records
 
 PRETRAIN = {"none": "none (random encoder)", "mae": "MAE", "clr": "CLR", "mae+clr": "MAE + CLR"}
 # mid-training BLEU under which the translation model is reported as not converged: on the mini grammar's
@@ -38,18 +37,11 @@ def asr_cell(exp: Path, sets: List[str], method: str) -> str:
     return " ; ".join(cells)
 
 
-def validations(path: Path) -> List[Dict]:
-    """The records of a run's ``valid.jsonl`` (none when the run has not validated)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def pretraining_rows(exp: Path, variants: List[str]) -> List[str]:
     rows = ["| pre-training | update | MAE audio | MAE video | CLR loss | audio->video retrieval top-1 (chance) |",
             "|---|---|---|---|---|---|"]
     for v in variants:
-        records = validations(exp / f"pt-{v}" / "valid.jsonl")
+        records = validation_records(exp / f"pt-{v}" / "valid.jsonl")
         for label, record in (("first", records[0]), ("last", records[-1])) if records else ():
             acc, chance = record.get("a2v_top1"), record.get("retrieval_chance")
             rows.append(f"| {PRETRAIN.get(v, v)} ({label} validation) | {record.get('update', '-')} | "

@@ -11,7 +11,6 @@ slimIPL cropping throughout); then the wall time of each stage, as the recipe re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -140,8 +139,7 @@ def plot(exp: Path, out: Path) -> bool:
     for name, desc in MODELS:
         f = exp / name / "valid.jsonl"
         if f.is_file():
-            pts = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-            curves[desc.split(":")[0]] = [(p["update"], p["cer_macro"]) for p in pts]
+            curves[desc.split(":")[0]] = validation_curve(f, "cer_macro")
     return draw_curves(curves, out, "validation CER, macro average over languages (%)", "updates (of each run)")
 
 
