@@ -88,12 +88,10 @@ class SpeechTranslationObjective(Objective):
         n = float(feats.shape[0])
         loss = out["st"].float()
         parts = {"st": float(out["st"].detach()) / n}
-        if "ctc" in out and trainer.cfg.ctc_scale:
-            loss = loss + trainer.cfg.ctc_scale * out["ctc"].float()
-            parts["ctc"] = float(out["ctc"].detach()) / n
-        if "target_ctc" in out and trainer.cfg.target_ctc_scale:
-            loss = loss + trainer.cfg.target_ctc_scale * out["target_ctc"].float()
-            parts["target_ctc"] = float(out["target_ctc"].detach()) / n
+        for key, scale in (("ctc", trainer.cfg.ctc_scale), ("target_ctc", trainer.cfg.target_ctc_scale)):
+            if key in out and scale:  # the auxiliary CTCs: source transcript, translation tokens
+                loss = loss + scale * out[key].float()
+                parts[key] = float(out[key].detach()) / n
         if self.mt_scale > 0 and core.training:
             rng = random.Random(f"{self.seed}/{trainer.update}/{trainer.rank}")
             pairs = [rng.choice(self.mt_pairs) for _ in range(feats.shape[0])]
