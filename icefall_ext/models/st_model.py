@@ -43,8 +43,8 @@ class SpeechTranslationModel(nn.Module):
 
     def __init__(self, encoder: nn.Module, vocab_size: int, *, source_vocab_size: int = 0, source_ctc: bool = False,
                  text_input: bool = False, target_ctc: bool = False, decoder_layers: int = 6, decoder_dim: int = 256,
-                 decoder_heads: int = 4,
-                 decoder_ff: int = 1024, decoder_dropout: float = 0.1, label_smoothing: float = 0.1) -> None:
+                 decoder_heads: int = 4, decoder_ff: int = 1024, decoder_dropout: float = 0.1,
+                 label_smoothing: float = 0.1) -> None:
         super().__init__()
         if (source_ctc or text_input) and source_vocab_size <= 0:
             raise ValueError("source CTC and text input need the source character table (source_vocab_size)")
