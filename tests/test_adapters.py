@@ -204,6 +204,12 @@ def test_frozen_encoder_trains_only_adapters_and_heads(tiny_corpus, tmp_path, tr
     assert sorted(set(batch["languages"].tolist())) == [0, 1]
     for _ in range(3):
         assert trainer.train_step(batch, None) is not None
+    # the frozen encoder (and a frozen head) ran in eval mode (no dropout: two passes agree), the rest in train mode
+    assert not model.encoder.training and model.adapters.training and model.ctc.training == train_heads
+    lang = batch["languages"]
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_encoder(batch["features"], batch["feature_lens"], lang)[0],
+                                   model.forward_encoder(batch["features"], batch["feature_lens"], lang)[0])
     after = model.state_dict()
     for k, v in after.items():
         if k.startswith("encoder."):

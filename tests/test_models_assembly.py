@@ -164,6 +164,10 @@ def test_ctc_and_lid_losses_match_torch_by_hand():
     torch.testing.assert_close(losses["lid"], expected_lid)
     assert losses["num_frames"].dtype == torch.float32
     assert losses["num_frames"].item() == enc_lens.sum().item() == 16 + 13 + 9
+    # per-language weights (--lid-balance) scale each utterance's term by its language's weight
+    weight = torch.tensor([0.5, 2.0, 3.0])
+    weighted = model(x, x_lens, y, lang, lid_weight=weight)["lid"]
+    torch.testing.assert_close(weighted, -sum(weight[lang[i]] * logits[i].log_softmax(-1)[lang[i]] for i in range(3)))
 
 
 def test_transducer_losses_match_brute_force_lattices():

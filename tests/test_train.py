@@ -234,3 +234,21 @@ def test_training_from_lazy_manifests_and_shar_shards(tiny_corpus, tmp_path):
     assert len(eager) == len(lazy) == len(from_shar) == 3
     for losses in (lazy, from_shar):
         assert all(0.5 * e < x < 2.0 * e for e, x in zip(eager, losses)), (eager, losses)
+
+
+def test_language_balance_weights_give_every_language_the_same_total():
+    from lhotse import CutSet, MonoCut, SupervisionSegment
+
+    from icefall_ext.train.objectives import language_balance_weights
+
+    def cut(i: int, lang: str) -> MonoCut:
+        sup = SupervisionSegment(id=f"c{i}", recording_id=f"r{i}", start=0, duration=1, text="a", language=lang)
+        return MonoCut(id=f"c{i}", start=0, duration=1, channel=0, supervisions=[sup])
+
+    langs = ["en"] * 6 + ["fi"] * 2 + ["xx"]  # xx: not in the table, fr: in the table, absent
+    cuts = CutSet.from_cuts(cut(i, lang) for i, lang in enumerate(langs))
+    weights = language_balance_weights(cuts, ["en", "fr", "fi"])
+    # N = 8 known utterances over 2 present languages: en 8 / (2 * 6), fi 8 / (2 * 2), fr absent
+    torch.testing.assert_close(weights, torch.tensor([8 / 12, 0.0, 2.0]))
+    assert 6 * weights[0] == pytest.approx(2 * weights[2]) and 6 * weights[0] + 2 * weights[2] == pytest.approx(8)
+    assert language_balance_weights(CutSet.from_cuts([cut(0, "xx")]), ["en"]) is None

@@ -21,7 +21,8 @@
 #   5  the ablation: BEST-RQ with 1 codebook, same budget (USM Table 5: 16 vs 1 softmax)
 #   6  CTC fine-tuning on FLEURS from each pre-trained encoder, and from scratch (same updates, same data)
 #   7  FLEURS language ID: an utterance-level classifier on the encoder, from the pre-trained encoder and from
-#      scratch
+#      scratch; the loss weighs each language equally (--lid-balance: FLEURS' training hours differ a lot between
+#      languages, its dev/test sets much less)
 #   8  continued training of the CTC model from BEST-RQ (USM Table 3 / Table 7 arms, same updates each): all
 #      weights; per-language residual adapters on the frozen encoder (+ output layer); the output layer alone on the
 #      frozen encoder; all weights with local attention (--local-frames past/future frames, USM: 128)
@@ -119,8 +120,8 @@ pick pretrain_updates 100000 300
 pick pretrain_lr 0.045 0.045
 pick ctc_updates 20000 400
 pick ctc_lr 0.045 0.045
-pick lid_updates 5000 100
-pick lid_lr 0.045 0.045
+pick lid_updates 5000 600
+pick lid_lr 0.045 0.003
 pick valid_every 2000 100
 pick ft_updates 5000 150
 pick ft_lr 0.0005 0.001
@@ -215,7 +216,7 @@ if stage 7 "Language ID from the pre-trained encoder and from scratch" exp/.done
   for from in bestrq-$codebooks scratch; do
     [ -f exp/lid-$from/.done ] && continue
     src=$from; [ "$from" = scratch ] || src=exp/$from
-    finetune exp/lid-$from $src --heads lid --lid-scale 1.0 --ctc-scale 0 --lr "$lid_lr" \
+    finetune exp/lid-$from $src --heads lid --lid-scale 1.0 --ctc-scale 0 --lid-balance true --lr "$lid_lr" \
       --max-updates "$lid_updates" --warmup-updates $((lid_updates / 10))
     mark_done exp/lid-$from/.done
   done

@@ -90,17 +90,21 @@ class AsrModel(nn.Module):
         am_scale: float = 0.0,
         lm_scale: float = 0.25,
         lid: bool = True,
+        lid_weight: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
         """Summed losses: "ctc", "lid" (when ``lang`` is given and the head exists; ids -1 are left out),
         "simple" and "pruned" (transducer), plus "num_frames" (sum of encoder lengths). ``lang`` also routes
-        the utterances through their languages' adapters."""
+        the utterances through their languages' adapters; ``lid_weight`` (num_languages,) weighs each utterance's
+        language-ID loss by its language."""
         encoder_out, encoder_out_lens = self.forward_encoder(x, x_lens, lang)
         losses: dict[str, Tensor] = {}
         if self.ctc is not None:
             losses["ctc"] = self.ctc.loss(encoder_out, encoder_out_lens, y, blank=self.blank_id)
         if lid and self.lid is not None and lang is not None:  # lid=False: the head is left alone (its norm too)
             logits = self.lid_logits(encoder_out, encoder_out_lens)
-            losses["lid"] = F.cross_entropy(logits.float(), lang.to(logits.device), reduction="sum", ignore_index=-1)
+            weight = lid_weight.to(logits.device) if lid_weight is not None else None
+            losses["lid"] = F.cross_entropy(logits.float(), lang.to(logits.device), weight=weight, reduction="sum",
+                                            ignore_index=-1)
         if self.decoder is not None:
             losses["simple"], losses["pruned"] = self._transducer_losses(
                 encoder_out, encoder_out_lens, y, prune_range=prune_range, am_scale=am_scale, lm_scale=lm_scale

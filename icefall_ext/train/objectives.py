@@ -17,11 +17,11 @@ objective a model was built for:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..data.dataset import AsrDataset, make_dataloader, make_sampler
+from ..data.dataset import AsrDataset, cut_language, make_dataloader, make_sampler
 from ..data.scoring import score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,6 +57,24 @@ class Objective:
         return make_dataloader(dataset, sampler)
 
 
+def language_balance_weights(cuts, languages: Sequence[str]) -> Optional[torch.Tensor]:
+    """(L,) language-ID loss weights N / (L' * n_l): n_l training utterances of language l, N of all L' languages
+    present; absent languages get 0. Every present language then carries the same total weight, and the weights
+    average 1 over the training utterances (the loss keeps its scale). None when no cut has a known language."""
+    index = {lang: i for i, lang in enumerate(languages)}
+    counts = torch.zeros(len(languages), dtype=torch.float64)
+    for cut in cuts:
+        i = index.get(cut_language(cut))
+        if i is not None:
+            counts[i] += 1
+    present = counts > 0
+    if not bool(present.any()):
+        return None
+    weights = torch.zeros_like(counts)
+    weights[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return weights.float()
+
+
 class AsrObjective(Objective):
     """Weighted ASR losses; the transducer's simple/pruned weights follow icefall's warm-up over ``warm_step``."""
 
@@ -73,7 +91,8 @@ class AsrObjective(Objective):
         routed = getattr(trainer.model, "adapters", None) is not None
         with trainer.autocast():
             out = model(feats, lens, tokens, langs if routed or (langs >= 0).all() else None,
-                        prune_range=cfg.prune_range, lid=cfg.lid_scale > 0)
+                        prune_range=cfg.prune_range, lid=cfg.lid_scale > 0,
+                        lid_weight=getattr(trainer, "lid_weight", None))
         scales = {"ctc": cfg.ctc_scale, "lid": cfg.lid_scale, "simple": cfg.simple_scale, "pruned": cfg.pruned_scale}
         if cfg.simple_scale and "pruned" in out:
             # icefall's warm-up: rely on the simple loss first, then bring in the pruned loss over warm_step updates

@@ -31,7 +31,12 @@ from .checkpoint import (
     remove_old_update_checkpoints,
     save_checkpoint,
 )
-from .objectives import LOSS_KEYS, Objective, objective_for  # noqa: F401  (LOSS_KEYS: re-exported)
+from .objectives import (  # noqa: F401  (LOSS_KEYS: re-exported)
+    LOSS_KEYS,
+    Objective,
+    language_balance_weights,
+    objective_for,
+)
 from .schedule import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -69,6 +74,12 @@ class TrainConfig:
     ref_duration: float = 600.0
     ctc_scale: float = 1.0
     lid_scale: float = 0.0
+    # language-ID loss weighted per language by N / (L * n_lang) (n_lang: training utterances of the language), so
+    # that every language carries the same weight however imbalanced the training data
+    lid_balance: bool = False
+    # submodules whose parameters are all frozen (--freeze-encoder) run in eval mode while the rest trains: no
+    # dropout noise on the features the trained parts learn from, BatchNorm statistics kept as loaded
+    frozen_eval: bool = True
     simple_scale: float = 0.5
     pruned_scale: float = 1.0
     prune_range: int = 5
@@ -341,6 +352,7 @@ class Trainer:
 
             self.source = SlimIplSource(self, labelled, unlabelled_cuts)
         self.valid_cuts = valid_cuts
+        self.lid_weight = language_balance_weights(train_cuts, self.languages) if cfg.lid_balance else None
 
     def _spec_augment_active(self) -> bool:
         return self.spec_augment is not None and self.update >= self.cfg.spec_aug_start_update
@@ -458,6 +470,15 @@ class Trainer:
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
 
+    def _train_mode(self) -> None:
+        """Train mode, except (``frozen_eval``) for direct submodules none of whose parameters train."""
+        self.model.train()
+        if self.cfg.frozen_eval:
+            for child in self.model.children():
+                params = list(child.parameters())
+                if params and not any(p.requires_grad for p in params):
+                    child.eval()
+
     def train_step(self, batch: Dict, labels: Optional[List[List[int]]]) -> Optional[Dict[str, float]]:
         """One optimiser update; returns the loss parts, or None when the batch was skipped.
 
@@ -466,7 +487,7 @@ class Trainer:
         normalised by the utterances of all ranks, so that the averaged gradient equals that of one process on
         the union of the batches.
         """
-        self.model.train()
+        self._train_mode()
         self._set_batch_count()
         if self._spec_augment_active():
             batch = dict(batch, features=self.spec_augment(batch["features"]))
@@ -516,7 +537,7 @@ class Trainer:
             return None
         self.model.eval()
         metrics = self.objective.validate(self)
-        self.model.train()
+        self._train_mode()
         result = {"update": self.update, "epoch": self.epoch, **metrics}
         with open(self.exp_dir / "valid.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")
