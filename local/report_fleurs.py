@@ -132,31 +132,32 @@ def longform_section(exp: Path, languages: List[str], chunk_seconds: float, loca
 
 
 def lid_section(exp: Path, languages: List[str], codebooks: int, out_dir: Path) -> List[str]:
-    """Accuracy rows (a model predicting one language for everything, or scoring under 1.5 x chance, is marked as
-    not converged) and the confusion matrices, copied beside RESULTS.md."""
-    out = ["| language-ID model | accuracy | macro | " + " | ".join(languages) + " |",
-           "|---|---|---|" + "---|" * len(languages)]
+    """Accuracy rows on test and dev (a model predicting one language for everything, or scoring under 1.5 x chance,
+    is marked as not converged) and the test confusion matrices, copied beside RESULTS.md."""
+    out = ["| language-ID model | set | accuracy | macro | " + " | ".join(languages) + " |",
+           "|---|---|---|---|" + "---|" * len(languages)]
     images = []
     for name, desc in [(f"bestrq-{codebooks}", "from BEST-RQ"), ("scratch", "from scratch")]:
-        s = load_json(exp / f"lid-{name}" / "lid" / "summary-test-lid.json")
-        if s is None:
-            continue
         png = exp / f"lid-{name}" / "lid" / "confusion-test.png"
         if png.is_file():
             shutil.copyfile(png, out_dir / f"results_lid_confusion_{name}.png")
-            images.append(f"![confusion, {desc}](results_lid_confusion_{name}.png)")
-        predicted = [j for j in range(len(s["languages"])) if any(row[j] for row in s["confusion"])]
-        chance = 100.0 / max(1, len(s["languages"]))
-        if len(s["languages"]) > 1 and len(predicted) <= 1:  # one answer for every utterance: it did not learn
-            why = f"always {s['languages'][predicted[0]] if predicted else '-'}"
-        elif s["accuracy"] < 1.5 * chance:
-            why = f"accuracy {s['accuracy']:.1f}%, chance {chance:.1f}%"
-        else:
-            per = [s["per_language"].get(lang, {}).get("accuracy") for lang in languages]
-            out.append(f"| {desc} | {fmt(s['accuracy'])} | {fmt(s['macro_accuracy'])} | "
-                       + " | ".join(fmt(v) for v in per) + " |")
-            continue
-        out.append(f"| {desc} | {NOT_CONVERGED} ({why}) |" + " |" * (len(languages) + 1))
+            images.append(f"![confusion on test, {desc}](results_lid_confusion_{name}.png)")
+        for split in ("test", "dev"):
+            s = load_json(exp / f"lid-{name}" / "lid" / f"summary-{split}-lid.json")
+            if s is None:
+                continue
+            predicted = [j for j in range(len(s["languages"])) if any(row[j] for row in s["confusion"])]
+            chance = 100.0 / max(1, len(s["languages"]))
+            if len(s["languages"]) > 1 and len(predicted) <= 1:  # one answer for every utterance: it did not learn
+                why = f"always {s['languages'][predicted[0]] if predicted else '-'}"
+            elif s["accuracy"] < 1.5 * chance:
+                why = f"accuracy {s['accuracy']:.1f}%, chance {chance:.1f}%"
+            else:
+                per = [s["per_language"].get(lang, {}).get("accuracy") for lang in languages]
+                out.append(f"| {desc} | {split} | {fmt(s['accuracy'])} | {fmt(s['macro_accuracy'])} | "
+                           + " | ".join(fmt(v) for v in per) + " |")
+                continue
+            out.append(f"| {desc} | {split} | {NOT_CONVERGED} ({why}) |" + " |" * (len(languages) + 1))
     return out + [""] + images
 
 
@@ -207,7 +208,8 @@ def main() -> None:
         f"## CER (%) on FLEURS test, greedy CTC, no LM (pre-trained vs from scratch; {a.codebooks} vs 1 codebooks)",
         "", *cer_table(a.exp, "test", a.languages, a.codebooks), "",
         "## CER (%) on FLEURS dev", "", *cer_table(a.exp, "dev", a.languages, a.codebooks), "",
-        "## FLEURS language ID: accuracy (%) on test", "", *lid_section(a.exp, a.languages, a.codebooks, a.out.parent), "",
+        "## FLEURS language ID: accuracy (%) on test and dev (chance: 1 / languages)", "",
+        *lid_section(a.exp, a.languages, a.codebooks, a.out.parent), "",
         "## BEST-RQ pre-training: validation masked-frame accuracy and codes in use", "",
         *best_rq_section(a.exp, a.codebooks, a.out.parent), "",
     ]

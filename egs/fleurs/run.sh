@@ -274,7 +274,7 @@ if stage 10 "Evaluation: CER per language, language-ID accuracy, long-form WER" 
   done
   for from in bestrq-$codebooks scratch; do
     python -m icefall_ext.bin.eval_lid --exp-dir exp/lid-$from --lang-dir $lang --threads "$threads" \
-      --cuts test=$fbank/fleurs_cuts_test.jsonl.gz
+      --cuts test=$fbank/fleurs_cuts_test.jsonl.gz dev=$fbank/fleurs_cuts_dev.jsonl.gz
   done
   long=$(longform_cuts)
   if [ -n "$long" ]; then
