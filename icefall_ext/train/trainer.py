@@ -352,7 +352,8 @@ class Trainer:
 
             self.source = SlimIplSource(self, labelled, unlabelled_cuts)
         self.valid_cuts = valid_cuts
-        self.lid_weight = language_balance_weights(train_cuts, self.languages) if cfg.lid_balance else None
+        weight = language_balance_weights(train_cuts, self.languages) if cfg.lid_balance else None
+        self.lid_weight = weight.to(self.device) if weight is not None else None  # moved once, not every step
 
     def _spec_augment_active(self) -> bool:
         return self.spec_augment is not None and self.update >= self.cfg.spec_aug_start_update
