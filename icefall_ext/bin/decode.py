@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from ..common import add_model_args, die, setup_logging
+from ..train.precision import DTYPES, autocast_dtype
 
 logger = logging.getLogger("icefall_ext.decode")
 
@@ -72,7 +73,8 @@ def get_parser() -> argparse.ArgumentParser:
 
     add_attention_args(p, default_help="as trained; e.g. a full-attention model decoded chunk-wise")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="autocast dtype; auto: bfloat16 where the hardware has it natively, else float32")
     p.add_argument("--threads", type=int, default=0)
     return p
 
@@ -216,7 +218,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except ValueError as e:
         die(str(e))
     metric = args.metric if args.metric != "auto" else ("wer" if isinstance(tokenizer, BpeTokenizer) else "cer")
-    amp = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    try:
+        amp = autocast_dtype(args.dtype, device)
+    except ValueError as e:
+        die(str(e))
     chunk = int(args.chunk_seconds * 100)
     overlap = int(args.chunk_overlap_seconds * 100)
 

@@ -54,7 +54,11 @@ import torch
 
 from ..common import atomic_write_text, die, setup_logging, str2bool
 from ..train.av_pretrain import add_arguments as add_av_arguments
+from ..train.precision import DTYPES
 from ..train.trainer import TrainConfig
+
+# TrainConfig fields whose values come from a fixed set
+CHOICES = {"dtype": DTYPES}
 
 logger = logging.getLogger("icefall_ext.train")
 
@@ -90,7 +94,8 @@ def get_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, required=True)
         else:
             kind = {"int": int, "float": float, "bool": str2bool, "str": str}[f.type]
-            p.add_argument(flag, type=kind, default=f.default, help="default: %(default)s")
+            p.add_argument(flag, type=kind, default=f.default, choices=CHOICES.get(f.name),
+                           help="default: %(default)s")
     p.add_argument("--preset", default="conformer-mini", help="model preset, see `python -m icefall_ext.bin.model_info`")
     p.add_argument("--heads", choices=sorted(HEADS), default="ctc",
                    help="output heads of a new model or of an ASR model fine-tuned from a pre-trained (--pretrain) or "

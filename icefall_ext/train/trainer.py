@@ -37,6 +37,7 @@ from .objectives import (  # noqa: F401  (LOSS_KEYS: re-exported)
     language_balance_weights,
     objective_for,
 )
+from .precision import autocast_dtype
 from .schedule import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class TrainConfig:
     simple_scale: float = 0.5
     pruned_scale: float = 1.0
     prune_range: int = 5
-    dtype: str = "float32"
+    dtype: str = "float32"  # autocast: float32 | bfloat16 | float16 | auto (precision.py: bf16 where native)
     spec_augment: bool = True
     spec_aug_start_update: int = 0
     # time masks per utterance (Lugosch et al.: 2 for Common Voice, 10 for LibriSpeech fine-tuning)
@@ -307,9 +308,7 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.scheduler = make_scheduler(cfg.scheduler, self.optimizer, cfg.warmup_updates, cfg.max_updates,
                                         cfg.eden_lr_batches, cfg.eden_lr_epochs, cfg.eden_warmup_start)
-        self.amp_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-        if self.amp_dtype is torch.float16 and self.device.type != "cuda":
-            raise ValueError("--dtype float16 needs CUDA; use bfloat16 on CPU")
+        self.amp_dtype = autocast_dtype(cfg.dtype, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.update = 0
         self.num_nonfinite = 0
