@@ -50,7 +50,7 @@
 #      Mini: 400 ms spans over 1024 codes left the masked accuracy at the commonest code's share (6%) for 400
 #      updates, and CTC from that encoder as stuck as from scratch; 100 ms spans over 256 codes learn (RESULTS.md)
 #   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: the recipe runs ~32 min on 2 CPU cores)
-#   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype, --threads
+#   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype bfloat16 / auto, --threads
 #   --ft-updates, --ft-lr   stage 8 (AdamW: ScaledAdam cannot move the zero-initialised adapter projections)
 #   --adapter-fraction 0.02 adapter parameters per language / encoder parameters (USM: 2.3%)
 #   --ns-generations 1, --ns-keep-fraction 0.8, --ns-pl-ratio 0.5   noisy student
@@ -115,7 +115,7 @@ pick num_codes 8192 256
 pick mask_prob 0.01 0.04
 pick mask_frames 40 10
 pick max_duration 600 40
-pick dtype bfloat16 float32
+pick dtype bfloat16 auto  # auto: bf16 autocast where the CPU has it natively (precision.py), else float32
 pick pretrain_updates 100000 300
 pick pretrain_lr 0.045 0.045
 pick ctc_updates 20000 400
