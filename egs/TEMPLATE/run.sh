@@ -30,7 +30,7 @@
 #   --mix-cuts ""            cut manifests of the original training data, mixed in against forgetting ...
 #   --mix-ratio 0            ... as this fraction of the training audio
 #   --max-updates 2000, --num-epochs 0, --lr 0.045 (from scratch; 0.01 is a good start for --init-from)
-#   --max-duration 200 (seconds of audio per batch), --world-size 1, --dtype float32 (bfloat16 on GPUs)
+#   --max-duration 200 (seconds of audio per batch), --world-size 1, --dtype float32 (auto: bf16 where native)
 #   --export-type auto       auto, ctc, transducer, or streaming-transducer (needs a causal encoder)
 # Relative paths (--train, --dev, --test, --init-from, --mix-cuts, --work-dir) are taken from the directory run.sh is
 # called from; a table's audio paths are relative to the table's folder.
