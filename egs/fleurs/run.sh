@@ -49,7 +49,7 @@
 #   --mask-prob 0.01 / 0.04, --mask-frames 40 / 10: spans of 400 ms / 100 ms, about a third of the frames masked.
 #      Mini: 400 ms spans over 1024 codes left the masked accuracy at the commonest code's share (6%) for 400
 #      updates, and CTC from that encoder as stuck as from scratch; 100 ms spans over 256 codes learn (RESULTS.md)
-#   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: the recipe runs ~32 min on 2 CPU cores)
+#   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: the recipe runs ~24 min on 2 CPU cores with native bf16, ~32 without)
 #   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype bfloat16 / auto, --threads
 #   --ft-updates, --ft-lr   stage 8 (AdamW: ScaledAdam cannot move the zero-initialised adapter projections)
 #   --adapter-fraction 0.02 adapter parameters per language / encoder parameters (USM: 2.3%)
