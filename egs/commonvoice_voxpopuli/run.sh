@@ -33,7 +33,7 @@
 #   --unlabelled-languages  languages with VoxPopuli unlabelled audio (mini: en de fr es it el)
 #   --preset                model preset (conformer-medium / conformer-mini); ScaledAdam + Eden throughout
 #   --base-updates, --ft-updates, --ipl-updates, --final-updates, --scratch-updates, --cv-ft-updates,
-#   --ls-updates            training lengths in updates (mini: sized for <= 30 min on 2 CPU cores)
+#   --ls-updates            training lengths in updates (mini: about 20 min on 2 CPU cores with native bf16)
 #   --cache-size 1000 / 6, --replace-prob 0.1, --lambda-unlabelled 10 / 2, --crop-updates, --crop-seconds 10
 #   --scratch-lr 0.015 / 0.03 (the paper lowers the from-scratch rate, 0.03 -> 0.01), --spec-aug-delay,
 #   --scratch-max-cut 36 / 20 (longest utterance (b) trains on, seconds)
