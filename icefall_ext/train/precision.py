@@ -1,8 +1,8 @@
 """Which floating-point type autocast runs in: ``--dtype float32 | bfloat16 | float16 | auto``.
 
 ``auto`` picks bfloat16 where the hardware computes it natively (CUDA GPUs that support it; CPUs with the
-``avx512_bf16`` or ``amx_bf16`` instructions) and float32 elsewhere: on a CPU without them oneDNN emulates
-bfloat16 by converting to float32, which saves nothing, so the choice is made per machine, not per recipe.
+``avx512_bf16`` or ``amx_bf16`` instructions) and float32 elsewhere: on a CPU without them bf16 matrix
+products are emulated, so no speed-up is expected there, and the choice is made per machine, not per recipe.
 """
 from __future__ import annotations
 

@@ -309,6 +309,7 @@ class Trainer:
         self.scheduler = make_scheduler(cfg.scheduler, self.optimizer, cfg.warmup_updates, cfg.max_updates,
                                         cfg.eden_lr_batches, cfg.eden_lr_epochs, cfg.eden_warmup_start)
         self.amp_dtype = autocast_dtype(cfg.dtype, self.device)
+        logger.info("autocast: %s (--dtype %s)", str(self.amp_dtype or "off, float32").replace("torch.", ""), cfg.dtype)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.update = 0
         self.num_nonfinite = 0
