@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from icefall_ext.train.checkpoint import average_state_dicts, load_averaged_model, load_checkpoint
+from icefall_ext.train.checkpoint import (average_state_dicts, load_averaged_model, load_checkpoint,
+                                         remove_partial_checkpoints, save_checkpoint)
 
 from conftest import THREADS
 
@@ -252,3 +253,17 @@ def test_language_balance_weights_give_every_language_the_same_total():
     torch.testing.assert_close(weights, torch.tensor([8 / 12, 0.0, 2.0]))
     assert 6 * weights[0] == pytest.approx(2 * weights[2]) and 6 * weights[0] + 2 * weights[2] == pytest.approx(8)
     assert language_balance_weights(CutSet.from_cuts([cut(0, "xx")]), ["en"]) is None
+
+
+def test_partial_checkpoint_and_sidecar_are_removed_and_named(tmp_path, caplog):
+    """A kill inside save_checkpoint leaves checkpoint-N.pt.tmp or, after the rename, checkpoint-N.pt.json.tmp;
+    both are deleted on resume and each is named in the log (the SIGKILL test above hits either by chance)."""
+    save_checkpoint(tmp_path / "checkpoint-5.pt", {"update": 5, "epoch": 1})
+    (tmp_path / "checkpoint-10.pt.tmp").write_bytes(b"half a pickle")
+    (tmp_path / "checkpoint-5.pt.json.tmp").write_text('{"upd')
+    with caplog.at_level("WARNING"):
+        removed = remove_partial_checkpoints(tmp_path)
+    assert sorted(p.name for p in removed) == ["checkpoint-10.pt.tmp", "checkpoint-5.pt.json.tmp"]
+    assert not list(tmp_path.glob("*.tmp"))
+    assert all(f"removing partial checkpoint {p}" in caplog.text for p in removed)
+    assert load_checkpoint(tmp_path / "checkpoint-5.pt")["update"] == 5  # the complete one is kept

@@ -80,10 +80,9 @@ def update_checkpoints(exp_dir: Path) -> List[Tuple[int, Path]]:
 
 
 def remove_partial_checkpoints(exp_dir: Path) -> List[Path]:
-    """Delete ``*.pt.tmp`` files: what a process killed in the middle of ``save_checkpoint`` leaves behind."""
-    for p in Path(exp_dir).glob("*.pt.json.tmp"):
-        p.unlink(missing_ok=True)
-    removed = sorted(Path(exp_dir).glob("*.pt.tmp"))
+    """Delete ``*.pt.tmp`` and ``*.pt.json.tmp`` files (a checkpoint or its sidecar): what a process killed in the
+    middle of ``save_checkpoint`` leaves behind. Each is logged by name."""
+    removed = sorted(Path(exp_dir).glob("*.pt.tmp")) + sorted(Path(exp_dir).glob("*.pt.json.tmp"))
     for p in removed:
         logger.warning("removing partial checkpoint %s (a previous run was killed while writing it)", p)
         p.unlink(missing_ok=True)
