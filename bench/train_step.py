@@ -67,8 +67,9 @@ def main() -> None:
     args = get_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtypes: Dict[str, Optional[torch.dtype]] = {"float32": None, "bfloat16": torch.bfloat16}
-    auto = autocast_dtype("auto", torch.device("cpu"))
+    cpu = torch.device("cpu")
+    dtypes: Dict[str, Optional[torch.dtype]] = {name: autocast_dtype(name, cpu) for name in ("float32", "bfloat16")}
+    auto = autocast_dtype("auto", cpu)
     gen = torch.Generator().manual_seed(args.seed)
     batch = make_batch(args, gen)
     runs = {}

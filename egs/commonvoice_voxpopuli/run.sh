@@ -124,9 +124,9 @@ pick final_updates 100000 120
 # pseudo-labelled utterances over 20 s: from-scratch CTC on them stayed in its blank-only phase (measured on the mini
 # corpus: dev CER 96% at update 600 and 52.7% at 900 with the 36 s cap of (a), 47.4% and 36.1% with 20 s)
 pick scratch_updates "$base_updates" $((base_updates * 3 / 2))
-# (b) keeps Eden's real-data decay (nearly flat over 900 updates): the lower constant rate of its fine-tune (c) then
-# anneals it (measured: with (b) decayed over a quarter of 750 updates, (c) gained nothing over (b), test CER
-# 32.5% vs 34.5% on the languages with unlabelled audio, and fell behind (a), 31.1%)
+# (b) keeps the trainer's default Eden decay (lr_batches 5000: nearly flat over 900 updates): the lower constant
+# rate of its fine-tune (c) then anneals it (measured: with (b) decayed over a quarter of 750 updates, (c) gained
+# nothing over (b), test CER 32.5% vs 34.5% on the languages with unlabelled audio, and fell behind (a), 31.1%)
 # Eden's decay over updates of the base model (icefall: lr_batches 7500 for runs of ~100k updates); the 600 mini
 # updates decay over a quarter of their length (measured, dev CER at update 600: 42.4% vs 45.2% with 5000)
 pick eden_lr_batches 7500 $((base_updates / 4))
