@@ -43,6 +43,22 @@ def cer_table(exp: Path, split: str, languages: List[str], codebooks: int) -> Li
             + cer_rows(exp, split, languages, arms))
 
 
+def budget_line(exp: Path, codebooks: int) -> List[str]:
+    """How the CTC rows were trained, from their train_config.json: updates, the head-first phase, SpecAugment."""
+    cfg = lambda path: load_json(path / "train_config.json") or {}  # noqa: E731
+    run, head, scratch = exp / f"ctc-bestrq-{codebooks}", exp / f"ctc-bestrq-{codebooks}" / "head", exp / "ctc-scratch"
+    if not cfg(scratch):
+        return []
+    first = cfg(head).get("max_updates", 0)
+    total = first + cfg(run).get("max_updates", 0)
+    text = (f"Every row: {cfg(scratch).get('max_updates')} updates on the same labelled data, SpecAugment "
+            f"{'on' if cfg(scratch).get('spec_augment') else 'off'}.")
+    if first:
+        text += (f" From BEST-RQ ({total} in all) the first {first} train the new output layer alone on the frozen "
+                 "encoder (`--head-first-updates`), then all weights.")
+    return [text, ""]
+
+
 def trainable(exp: Path, name: str) -> str:
     """Trainable parameters of a run as "N (p% of the model)", from its train_config.json."""
     cfg = load_json(exp / name / "train_config.json") or {}
@@ -70,8 +86,11 @@ def noisy_student_section(exp: Path, languages: List[str], codebooks: int, gener
     rows = cer_rows(exp, "test", languages, arms)
     if len(rows) < 2:
         return []
-    out = ["Each student starts from the same BEST-RQ encoder with the teacher's budget, and trains with SpecAugment on "
-           "the labelled audio plus pseudo-labelled pool audio.", "",
+    student = load_json(exp / "ns-1" / "train_config.json") or {}
+    masks = f" ({student['spec_aug_time_masks']} time masks)" if student.get("spec_augment") else ""
+    out = ["Each student starts from the same BEST-RQ encoder with the teacher's budget, and trains with SpecAugment"
+           f"{masks} on the labelled audio plus pseudo-labelled pool audio "
+           f"({student.get('mix_ratio', '-')} of the audio pseudo-labelled).", "",
            "| model | avg | " + " | ".join(languages) + " |", "|---|---|" + "---|" * len(languages)] + rows
     out += ["", "| pseudo-labels | CER of all labels | CER of the kept labels | kept |", "|---|---|---|---|"]
     for g in range(1, generations + 1):
@@ -206,7 +225,7 @@ def main() -> None:
         "# Results: BEST-RQ pre-training, CTC and language ID on FLEURS (egs/fleurs)", "",
         f"Produced by `{a.command}` (stage 12 writes this file from the recipe's own outputs).", "",
         f"## CER (%) on FLEURS test, greedy CTC, no LM (pre-trained vs from scratch; {a.codebooks} vs 1 codebooks)",
-        "", *cer_table(a.exp, "test", a.languages, a.codebooks), "",
+        "", *budget_line(a.exp, a.codebooks), *cer_table(a.exp, "test", a.languages, a.codebooks), "",
         "## CER (%) on FLEURS dev", "", *cer_table(a.exp, "dev", a.languages, a.codebooks), "",
         "## FLEURS language ID: accuracy (%) on test and dev (chance: 1 / languages)", "",
         *lid_section(a.exp, a.languages, a.codebooks, a.out.parent), "",

@@ -16,7 +16,8 @@ LANGS = ["en_us", "de_de", "fi_fi"]
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.05", "--preset", "conformer-tiny", "--max-duration", "40",
     "--languages", " ".join(LANGS), "--pretrain-updates", "12", "--ctc-updates", "8", "--lid-updates", "6",
-    "--valid-every", "6", "--num-codes", "64", "--ft-updates", "4", "--threads", THREADS,
+    "--valid-every", "6", "--num-codes", "64", "--ft-updates", "4", "--head-first-updates", "3",
+    "--threads", THREADS,
 ]
 
 
@@ -49,6 +50,26 @@ def test_all_stages_run(recipe_run):
                     "masked accuracy", "sherpa-onnx", "Wall time", "residual adapters, frozen encoder",
                     "student, generation 1", "chunk-wise attention (8 s chunks), whole recording", "crop-and-stitch"):
         assert section in results, section
+
+
+def test_head_first_fine_tuning(recipe_run):
+    """From BEST-RQ the CTC and LID runs first train their new output layer alone on the frozen encoder (the encoder
+    leaves that phase bit-identical to the pre-trained one), then all weights; the budget is the same as from scratch."""
+    import torch
+
+    from icefall_ext.train.checkpoint import epoch_checkpoints
+
+    exp = recipe_run[0] / "exp"
+    last = lambda d: torch.load(epoch_checkpoints(d)[-1][1], weights_only=True)  # noqa: E731
+    pretrained = last(exp / "bestrq-16")["model"]
+    for run in ("ctc-bestrq-16", "lid-bestrq-16", "ns-1"):
+        head, final = last(exp / run / "head"), last(exp / run)
+        encoder = [k for k in head["model"] if k.startswith("encoder.")]
+        assert encoder and all(torch.equal(head["model"][k], pretrained[k]) for k in encoder), run
+        assert any(not torch.equal(head["model"][k], final["model"][k]) for k in encoder), run
+        assert head["update"] + final["update"] == (6 if run.startswith("lid") else 8), run
+    scratch = last(exp / "ctc-scratch")
+    assert scratch["update"] == 8 and not (exp / "ctc-scratch" / "head").exists()
 
 
 def test_usm_methods_stages(recipe_run):

@@ -51,9 +51,17 @@
 #      updates, and CTC from that encoder as stuck as from scratch; 100 ms spans over 256 codes learn (RESULTS.md)
 #   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: the recipe runs ~24 min on 2 CPU cores with native bf16, ~32 without)
 #   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype bfloat16 / auto, --threads
+#   --spec-augment true / false   SpecAugment in the supervised runs (the noisy student always has it). Mini: off;
+#      with it, 400 CTC updates often ended on the all-blank plateau (dev CER 93-97% from scratch and from BEST-RQ,
+#      seed 7), without it both reach ~41%
+#   --head-first-updates 2000 / 60   runs from a pre-trained encoder first train the new output layer alone on the
+#      frozen encoder for this many of their updates (wav2vec 2.0's freeze_finetune_updates), then everything: the
+#      layer learns to read the pre-trained features before its random gradients reach them (mini, seed 7: from
+#      BEST-RQ without it the CTC run sat on the blank plateau to update 300 while from scratch escaped at 200)
 #   --ft-updates, --ft-lr   stage 8 (AdamW: ScaledAdam cannot move the zero-initialised adapter projections)
 #   --adapter-fraction 0.02 adapter parameters per language / encoder parameters (USM: 2.3%)
 #   --ns-generations 1, --ns-keep-fraction 0.8, --ns-pl-ratio 0.5   noisy student
+#   --ns-time-masks 10 / 2  SpecAugment time masks of the student (its noise; 10 as icefall's LibriSpeech recipes)
 #   --chunk-seconds 8       chunk of chunk-wise attention (USM: 8 s); --local-frames 128 (local attention)
 #   --crop-seconds 10       crop-and-stitch decoding of the long-form set, for comparison
 # Relative paths given as options are taken from the directory run.sh is called from.
@@ -90,6 +98,7 @@ adapter_fraction=0.02
 ns_generations=1
 ns_keep_fraction=0.8
 ns_pl_ratio=0.5
+ns_time_masks=
 chunk_seconds=8
 local_frames=128
 crop_seconds=10
@@ -99,6 +108,8 @@ world_size=1
 dtype=
 threads=0
 valid_every=
+spec_augment=
+head_first_updates=
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
@@ -125,6 +136,9 @@ pick lid_lr 0.045 0.003
 pick valid_every 2000 100
 pick ft_updates 5000 150
 pick ft_lr 0.0005 0.001
+pick spec_augment true false
+pick head_first_updates 2000 60
+pick ns_time_masks 10 2
 pick longform_dir "" "$corpus_dir/longform"
 [ -n "$languages" ] || die "--languages is required with real data (FLEURS codes such as en_us fi_fi)"
 
@@ -135,11 +149,22 @@ pool_cuts() { [ -n "$pool_dir" ] && for l in $languages; do
   [ -f "$fbank/pool_cuts_$l.jsonl.gz" ] && printf '%s ' "$fbank/pool_cuts_$l.jsonl.gz"; done; true; }
 train() { python -m icefall_ext.bin.train --seed "$seed" --world-size "$world_size" --dtype "$dtype" \
   --threads "$threads" --max-duration "$max_duration" --valid-every-n "$valid_every" --optimizer scaled_adam \
-  --num-epochs 0 --scheduler eden "$@"; }
-# the ASR/LID runs: from a pre-trained encoder (--init-from DIR) or from scratch (--preset)
+  --num-epochs 0 --scheduler eden --spec-augment "$spec_augment" "$@"; }
+# the ASR/LID runs: from a trained model (--init-from DIR) or from scratch (--preset)
 finetune() { local exp=$1 from=$2; shift 2
   if [ "$from" = scratch ]; then set -- --preset "$preset" "$@"; else set -- --init-from "$from" "$@"; fi
   train --exp-dir "$exp" --lang-dir $lang --train-cuts $(fleurs_cuts train) --valid-cuts $fbank/fleurs_cuts_dev.jsonl.gz "$@"; }
+# the same from a BEST-RQ encoder (or from scratch) with N updates in all: from BEST-RQ the new output layer trains
+# alone on the frozen encoder for the first --head-first-updates of them (in $exp/head), then everything
+from_pretrained() { local exp=$1 from=$2 n=$3 lr=$4; shift 4
+  if [ "$from" = scratch ] || [ "$head_first_updates" -le 0 ]; then
+    finetune "$exp" "$from" --lr "$lr" --max-updates "$n" --warmup-updates $((n / 10)) "$@"; return; fi
+  [ "$head_first_updates" -lt "$n" ] || die "--head-first-updates $head_first_updates must be below the run's $n updates"
+  [ -f "$exp/head/.done" ] || { finetune "$exp/head" "$from" --freeze-encoder true --lr "$lr" \
+    --max-updates "$head_first_updates" --warmup-updates $((head_first_updates / 10)) "$@"
+    mark_done "$exp/head/.done"; }
+  local rest=$((n - head_first_updates))
+  finetune "$exp" "$exp/head" --lr "$lr" --max-updates "$rest" --warmup-updates $((rest / 10)) "$@"; }
 
 if stage 0 "Corpus" "$corpus_dir/.done"; then
   if [ "$mini" = true ]; then
@@ -205,8 +230,7 @@ if stage 6 "CTC fine-tuning from each pre-trained encoder and from scratch" exp/
   for from in bestrq-$codebooks bestrq-1 scratch; do
     [ -f exp/ctc-$from/.done ] && continue
     src=$from; [ "$from" = scratch ] || src=exp/$from
-    finetune exp/ctc-$from $src --heads ctc --lr "$ctc_lr" --max-updates "$ctc_updates" \
-      --warmup-updates $((ctc_updates / 10))
+    from_pretrained exp/ctc-$from $src "$ctc_updates" "$ctc_lr" --heads ctc
     mark_done exp/ctc-$from/.done
   done
   mark_done exp/.done.ctc
@@ -216,8 +240,8 @@ if stage 7 "Language ID from the pre-trained encoder and from scratch" exp/.done
   for from in bestrq-$codebooks scratch; do
     [ -f exp/lid-$from/.done ] && continue
     src=$from; [ "$from" = scratch ] || src=exp/$from
-    finetune exp/lid-$from $src --heads lid --lid-scale 1.0 --ctc-scale 0 --lid-balance true --lr "$lid_lr" \
-      --max-updates "$lid_updates" --warmup-updates $((lid_updates / 10))
+    from_pretrained exp/lid-$from $src "$lid_updates" "$lid_lr" --heads lid --lid-scale 1.0 --ctc-scale 0 \
+      --lid-balance true
     mark_done exp/lid-$from/.done
   done
   mark_done exp/.done.lid
@@ -252,9 +276,9 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
       mark_done $pl/.done
     fi
     if [ ! -f exp/ns-$g/.done ]; then
-      finetune exp/ns-$g exp/bestrq-$codebooks --heads ctc --lr "$ctc_lr" --max-updates "$ctc_updates" \
-        --warmup-updates $((ctc_updates / 10)) --spec-augment true --mix-cuts $pl/pl_cuts.jsonl.gz \
-        --mix-ratio "$ns_pl_ratio"
+      from_pretrained exp/ns-$g exp/bestrq-$codebooks "$ctc_updates" "$ctc_lr" --heads ctc --spec-augment true \
+        --spec-aug-time-masks "$ns_time_masks" \
+        --mix-cuts $pl/pl_cuts.jsonl.gz --mix-ratio "$ns_pl_ratio"
       mark_done exp/ns-$g/.done
     fi
     teacher=exp/ns-$g
