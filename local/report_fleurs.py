@@ -52,7 +52,8 @@ def budget_line(exp: Path, codebooks: int) -> List[str]:
     first = cfg(head).get("max_updates", 0)
     total = first + cfg(run).get("max_updates", 0)
     text = (f"Every row: {cfg(scratch).get('max_updates')} updates on the same labelled data, SpecAugment "
-            f"{'on' if cfg(scratch).get('spec_augment') else 'off'}.")
+            f"{'on' if cfg(scratch).get('spec_augment') else 'off'}, lr {cfg(scratch).get('lr')} with Eden's decay "
+            f"(lr_batches {cfg(scratch).get('eden_lr_batches')}).")
     if first:
         text += (f" From BEST-RQ ({total} in all) the first {first} train the new output layer alone on the frozen "
                  "encoder (`--head-first-updates`), then all weights.")

@@ -50,6 +50,8 @@
 #      Mini: 400 ms spans over 1024 codes left the masked accuracy at the commonest code's share (6%) for 400
 #      updates, and CTC from that encoder as stuck as from scratch; 100 ms spans over 256 codes learn (RESULTS.md)
 #   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: the recipe runs ~24 min on 2 CPU cores with native bf16, ~32 without)
+#   --ctc-eden-lr-batches 7500 / a quarter of --ctc-updates: Eden's decay of the CTC runs (teacher and student);
+#      mini, flat: dev CER of one run went 38.1 -> 42.1 between updates 300 and 400, which decided the 16-vs-1 order
 #   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype bfloat16 / auto, --threads
 #   --spec-augment true / false   SpecAugment in the supervised runs (the noisy student always has it). Mini: off;
 #      with it, 400 CTC updates often ended on the all-blank plateau (dev CER 93-97% from scratch and from BEST-RQ,
@@ -90,6 +92,7 @@ pretrain_updates=
 pretrain_lr=
 ctc_updates=
 ctc_lr=
+ctc_eden_lr_batches=
 lid_updates=
 lid_lr=
 ft_updates=
@@ -131,6 +134,7 @@ pick pretrain_updates 100000 300
 pick pretrain_lr 0.045 0.045
 pick ctc_updates 20000 400
 pick ctc_lr 0.045 0.045
+pick ctc_eden_lr_batches 7500 $((ctc_updates / 4))
 pick lid_updates 5000 600
 pick lid_lr 0.045 0.003
 pick valid_every 2000 100
@@ -230,7 +234,7 @@ if stage 6 "CTC fine-tuning from each pre-trained encoder and from scratch" exp/
   for from in bestrq-$codebooks bestrq-1 scratch; do
     [ -f exp/ctc-$from/.done ] && continue
     src=$from; [ "$from" = scratch ] || src=exp/$from
-    from_pretrained exp/ctc-$from $src "$ctc_updates" "$ctc_lr" --heads ctc
+    from_pretrained exp/ctc-$from $src "$ctc_updates" "$ctc_lr" --heads ctc --eden-lr-batches "$ctc_eden_lr_batches"
     mark_done exp/ctc-$from/.done
   done
   mark_done exp/.done.ctc
@@ -277,6 +281,7 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
     fi
     if [ ! -f exp/ns-$g/.done ]; then
       from_pretrained exp/ns-$g exp/bestrq-$codebooks "$ctc_updates" "$ctc_lr" --heads ctc --spec-augment true \
+        --eden-lr-batches "$ctc_eden_lr_batches" \
         --spec-aug-time-masks "$ns_time_masks" \
         --mix-cuts $pl/pl_cuts.jsonl.gz --mix-ratio "$ns_pl_ratio"
       mark_done exp/ns-$g/.done
