@@ -53,7 +53,7 @@ def budget_line(exp: Path, codebooks: int) -> List[str]:
     total = first + cfg(run).get("max_updates", 0)
     text = (f"Every row: {cfg(scratch).get('max_updates')} updates on the same labelled data, SpecAugment "
             f"{'on' if cfg(scratch).get('spec_augment') else 'off'}, lr {cfg(scratch).get('lr')} with Eden's decay "
-            f"(lr_batches {cfg(scratch).get('eden_lr_batches')}).")
+            f"(lr_batches {cfg(scratch).get('eden_lr_batches', 0):g}).")
     if first:
         text += (f" From BEST-RQ ({total} in all) the first {first} train the new output layer alone on the frozen "
                  "encoder (`--head-first-updates`), then all weights.")
