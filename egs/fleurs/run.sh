@@ -49,7 +49,8 @@
 #   --mask-prob 0.01 / 0.04, --mask-frames 40 / 10: spans of 400 ms / 100 ms, about a third of the frames masked.
 #      Mini: 400 ms spans over 1024 codes left the masked accuracy at the commonest code's share (6%) for 400
 #      updates, and CTC from that encoder as stuck as from scratch; 100 ms spans over 256 codes learn (RESULTS.md)
-#   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: the recipe runs ~24 min on 2 CPU cores with native bf16, ~32 without)
+#   --pretrain-updates, --ctc-updates, --lid-updates   training lengths (mini: the recipe ran ~24 min on 2 CPU cores with native bf16;
+#      43 min on a float32-only EPYC: README)
 #   --ctc-eden-lr-batches 7500 / a quarter of --ctc-updates: Eden's decay of the CTC runs (teacher and student);
 #      mini, flat: dev CER of one run went 38.1 -> 42.1 between updates 300 and 400, which decided the 16-vs-1 order
 #   --pretrain-lr, --ctc-lr, --lid-lr, --max-duration, --world-size, --dtype bfloat16 / auto, --threads
