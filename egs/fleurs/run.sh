@@ -19,7 +19,8 @@
 #   3  character table of all FLEURS training transcripts, language list
 #   4  BEST-RQ pre-training with --codebooks codebooks (USM: 16) on the pool and the FLEURS training audio
 #   5  the ablation: BEST-RQ with 1 codebook, same budget (USM Table 5: 16 vs 1 softmax)
-#   6  CTC fine-tuning on FLEURS from each pre-trained encoder, and from scratch (same updates, same data)
+#   6  CTC fine-tuning on FLEURS from each pre-trained encoder (output layer alone first: --head-first-updates), and
+#      from scratch (same updates, same data)
 #   7  FLEURS language ID: an utterance-level classifier on the encoder, from the pre-trained encoder and from
 #      scratch; the loss weighs each language equally (--lid-balance: FLEURS' training hours differ a lot between
 #      languages, its dev/test sets much less)
