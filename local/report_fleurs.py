@@ -43,17 +43,21 @@ def cer_table(exp: Path, split: str, languages: List[str], codebooks: int) -> Li
             + cer_rows(exp, split, languages, arms))
 
 
+def train_config(exp: Path, name: str) -> dict:
+    """A run's train_config.json ({} when the run is missing)."""
+    return load_json(exp / name / "train_config.json") or {}
+
+
 def budget_line(exp: Path, codebooks: int) -> List[str]:
     """How the CTC rows were trained, from their train_config.json: updates, the head-first phase, SpecAugment."""
-    cfg = lambda path: load_json(path / "train_config.json") or {}  # noqa: E731
-    run, head, scratch = exp / f"ctc-bestrq-{codebooks}", exp / f"ctc-bestrq-{codebooks}" / "head", exp / "ctc-scratch"
-    if not cfg(scratch):
+    scratch = train_config(exp, "ctc-scratch")
+    if not scratch:
         return []
-    first = cfg(head).get("max_updates", 0)
-    total = first + cfg(run).get("max_updates", 0)
-    text = (f"Every row: {cfg(scratch).get('max_updates')} updates on the same labelled data, SpecAugment "
-            f"{'on' if cfg(scratch).get('spec_augment') else 'off'}, lr {cfg(scratch).get('lr')} with Eden's decay "
-            f"(lr_batches {cfg(scratch).get('eden_lr_batches', 0):g}).")
+    first = train_config(exp, f"ctc-bestrq-{codebooks}/head").get("max_updates", 0)
+    total = first + train_config(exp, f"ctc-bestrq-{codebooks}").get("max_updates", 0)
+    text = (f"Every row: {scratch.get('max_updates')} updates on the same labelled data, SpecAugment "
+            f"{'on' if scratch.get('spec_augment') else 'off'}, lr {scratch.get('lr')} with Eden's decay "
+            f"(lr_batches {scratch.get('eden_lr_batches', 0):g}).")
     if first:
         text += (f" From BEST-RQ ({total} in all) the first {first} train the new output layer alone on the frozen "
                  "encoder (`--head-first-updates`), then all weights.")
@@ -62,7 +66,7 @@ def budget_line(exp: Path, codebooks: int) -> List[str]:
 
 def trainable(exp: Path, name: str) -> str:
     """Trainable parameters of a run as "N (p% of the model)", from its train_config.json."""
-    cfg = load_json(exp / name / "train_config.json") or {}
+    cfg = train_config(exp, name)
     n, total = cfg.get("trainable_parameters"), cfg.get("parameters")
     return f"{n / 1e6:.3f}M ({100 * n / total:.1f}%)" if n and total else "-"
 
@@ -87,7 +91,7 @@ def noisy_student_section(exp: Path, languages: List[str], codebooks: int, gener
     rows = cer_rows(exp, "test", languages, arms)
     if len(rows) < 2:
         return []
-    student = load_json(exp / "ns-1" / "train_config.json") or {}
+    student = train_config(exp, "ns-1")
     masks = f" ({student['spec_aug_time_masks']} time masks)" if student.get("spec_augment") else ""
     out = ["Each student starts from the same BEST-RQ encoder with the teacher's budget, and trains with SpecAugment"
            f"{masks} on the labelled audio plus pseudo-labelled pool audio "

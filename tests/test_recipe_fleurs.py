@@ -53,7 +53,7 @@ def test_all_stages_run(recipe_run):
 
 
 def test_head_first_fine_tuning(recipe_run):
-    """From BEST-RQ the CTC and LID runs first train their new output layer alone on the frozen encoder (the encoder
+    """From BEST-RQ the CTC, LID and noisy-student runs first train their new output layer alone on the frozen encoder (the encoder
     leaves that phase bit-identical to the pre-trained one), then all weights; the budget is the same as from scratch."""
     import torch
 
