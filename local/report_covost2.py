@@ -102,12 +102,30 @@ def pretraining_section(exp: Path, languages: List[str], variants: List[str]) ->
                     f"{zero_shot_cell(zero, floor)} |")
     if not rows:
         return []
+    settings = [pt_settings(exp / f"pt-{v}", PT_VARIANTS.get(v, v)) for v in variants]
+    settings = [f"- {line}" for line in settings if line]
     return ["Each pre-trained encoder fine-tuned for speech translation (cells: test BLEU all / "
             + " / ".join(GROUPS) + "); zero-shot: the ST-only model translating the test *transcripts* given as "
             "text through the text path it never saw in fine-tuning (mSLAM §5: clearly above 0 only with the paired "
             "CTC loss). The speech-only encoder's text path was never trained: its zero-shot BLEU is the floor of a "
             "decoder that ignores its input and writes the grammar's common phrases.", "",
-            "| pre-training | ST alone | joint ST + MT | zero-shot text -> en BLEU |", "|---|---|---|---|", *rows]
+            "| pre-training | ST alone | joint ST + MT | zero-shot text -> en BLEU |", "|---|---|---|---|", *rows,
+            *([""] + ["Pre-training settings (each run's model_config.json and train_config.json):"] + settings
+              if settings else [])]
+
+
+def pt_settings(pt_dir: Path, name: str) -> Optional[str]:
+    """One line of a pre-training run's loss weights, text-loss positions and length, or None if it is missing."""
+    model, train = load_json(pt_dir / "model_config.json"), load_json(pt_dir / "train_config.json")
+    if model is None or "mslam" not in model:
+        return None
+    m = model["mslam"]
+    text = (f"text {m.get('text_scale', 0.3):g} on {m.get('text_loss', 'masked')} characters "
+            f"(spans of {m.get('span')})" if m.get("text_scale", 0.3) > 0 else "no text")
+    ctc = f"paired CTC {m.get('ctc_scale', 0.03):g}" if m.get("use_ctc", True) and m.get("ctc_scale", 0.03) > 0 \
+        else "no paired CTC"
+    updates = f", {train['max_updates']} updates" if train and train.get("max_updates") else ""
+    return f"{name}: speech {m.get('speech_scale', 1.0):g}, {text}, {ctc}{updates}"
 
 
 def chrf_line(exp: Path, split: str) -> List[str]:

@@ -140,6 +140,36 @@ def test_text_loss_only_on_masked_characters():
     assert (grad[~masked] == 0).all() and (grad[masked] > 0).all()
 
 
+def test_text_loss_all_scores_every_character_and_no_padding():
+    model = tiny_mslam(span=3, mask_fraction=0.3, text_loss="all").eval()
+    seen = {}
+    model.text_frontend.register_forward_hook(lambda module, inputs, output: seen.update(ids=inputs[0]))
+    forward_layers = model.encoder.forward_layers
+
+    def capture(x, lens):
+        out, out_lens = forward_layers(x, lens)
+        out.retain_grad()
+        seen["enc"] = out
+        return out, out_lens
+
+    model.encoder.forward_layers = capture
+    text = [ids_of(s) for s in SENTENCES]
+    mlm = model.text_mlm(text, random.Random(6))
+    assert mlm["count"].item() == sum(len(t) for t in text)
+    assert (seen["ids"] == model.mask_id).any()  # the input is still span-masked
+    # the summed loss is the cross-entropy of every sentence's characters, recomputed by hand from the encoder output
+    logits = model.output_layer(seen["enc"].detach())
+    by_hand = sum(torch.nn.functional.cross_entropy(logits[i, : len(t)], torch.tensor(t), reduction="sum")
+                  for i, t in enumerate(text))
+    assert mlm["sum"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    mlm["sum"].backward()
+    grad = seen["enc"].grad.abs().sum(-1)
+    for i, t in enumerate(text):
+        assert (grad[i, : len(t)] > 0).all() and (grad[i, len(t):] == 0).all()
+    with pytest.raises(ValueError, match="text_loss"):
+        tiny_mslam(text_loss="unmasked")
+
+
 class FakeTrainer(SimpleNamespace):
     """What an objective reads from the trainer."""
 

@@ -45,11 +45,14 @@ def test_all_stages_run(recipe_run):
         pt = json.loads((work / f"exp/pt-{v}/model_config.json").read_text())
         assert pt["pretrain"] == "mslam" and pt["mslam"]["use_ctc"] == (v == "ctc")
         assert (pt["mslam"]["text_scale"] > 0) == (v != "speech")
+        if v != "speech":  # mini: the text loss scores every character (--pt-text-loss all)
+            assert pt["mslam"]["text_loss"] == "all"
         zero = json.loads((work / f"exp/st-pt-{v}/decode/summary-test-st-beam-text.json").read_text())
         assert zero["input"] == "text" and 0.0 <= zero["bleu"] <= 100.0
     results = (work / "RESULTS.md").read_text()
     for text in ("identity (transcript as translation)", "| high | mid | low | all |", "Wall time",
-                 "speech + text + paired CTC (mSLAM-CTC)", "zero-shot"):
+                 "speech + text + paired CTC (mSLAM-CTC)", "zero-shot",
+                 "speech + text + paired CTC (mSLAM-CTC): speech 1, text 0.3 on all characters"):
         assert text in results, text
 
 

@@ -151,6 +151,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--mslam-span", type=int, default=5, help="characters per masked text span (mSLAM: 20)")
     g.add_argument("--mslam-mask-fraction", type=float, default=0.15,
                    help="expected fraction of each sentence's characters that is masked (default: %(default)s)")
+    g.add_argument("--mslam-text-loss", choices=["masked", "all"], default="masked",
+                   help="text characters the MLM loss scores: the masked ones (mSLAM, default) or all of them (the "
+                        "unmasked ones then name themselves through the CTC-tied layer; mini-scale alignment)")
     g.add_argument("--mslam-ctc-masked", type=str2bool, default=False,
                    help="true: CTC on the masked BEST-RQ pass (no second encoder pass over the paired utterances)")
     add_av_arguments(p)
@@ -410,7 +413,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 source_tokens=source_tokenizer.token_table, span=args.mslam_span,
                 mask_fraction=args.mslam_mask_fraction, speech_scale=args.mslam_speech_scale,
                 text_scale=args.mslam_text_scale, ctc_scale=args.mslam_ctc_scale, use_ctc=args.mslam_ctc_scale > 0,
-                ctc_masked=args.mslam_ctc_masked))
+                ctc_masked=args.mslam_ctc_masked, text_loss=args.mslam_text_loss))
     try:
         apply_attention(model_config, attention)
     except ValueError as e:

@@ -10,7 +10,11 @@ Three losses, each a mean over its own prediction units, weighted (mSLAM: 1.0 / 
   are replaced by the [MASK] id, the sentence goes through a
   :class:`~icefall_ext.models.st_model.TextFrontEnd` (embedding + positions + LayerNorm) into the *same* encoder
   blocks (``encoder.forward_layers``), and the loss is the mean cross-entropy of the original characters at the
-  masked positions only.
+  masked positions only (``text_loss="masked"``, mSLAM's). ``text_loss="all"`` scores every character of the
+  sentence, masked or not: the unmasked positions must then name their own character through the layer that the
+  paired CTC ties to speech, which puts text encodings where CTC puts speech encodings from the first updates
+  (at mini scale the masked-only loss left unmasked positions naming their own character 47% of the time and
+  zero-shot text translation at its floor; egs/covost2/RESULTS.md).
 * **paired CTC**: CTC of paired speech against its character transcript, through the *same* ``nn.Linear`` as the
   text MLM (``source_ctc.output``; mSLAM ties them); mean per transcript character. By default on a second,
   unmasked encoder pass over the paired utterances; ``ctc_masked=True`` reuses the masked BEST-RQ pass instead
@@ -99,7 +103,7 @@ class MslamModel(nn.Module):
     def __init__(self, encoder: nn.Module, best_rq: BestRq, source_tokens: Sequence[str], *, span: int = 5,
                  mask_fraction: float = 0.15, speech_scale: float = 1.0, text_scale: float = 0.3,
                  ctc_scale: float = 0.03, use_ctc: bool = True, ctc_masked: bool = False,
-                 text_dropout: float = 0.1) -> None:
+                 text_dropout: float = 0.1, text_loss: str = "masked") -> None:
         super().__init__()
         if not hasattr(encoder, "forward_layers"):
             raise ValueError(f"{type(encoder).__name__} has no forward_layers: the text path needs the Conformer")
@@ -107,13 +111,15 @@ class MslamModel(nn.Module):
             raise ValueError("source_tokens must be a token table with <blk> at id 0")
         if span < 1 or not 0.0 < mask_fraction < 1.0:
             raise ValueError(f"span must be >= 1 and mask_fraction in (0, 1), got {span}, {mask_fraction}")
+        if text_loss not in ("masked", "all"):
+            raise ValueError(f"text_loss must be 'masked' or 'all', got {text_loss!r}")
         self.encoder = encoder
         self.best_rq = best_rq
         self.source_tokens = list(source_tokens)
         self.mask_id = len(self.source_tokens)  # one past the table: blank (0) stays the CTC blank
         self.span, self.mask_fraction = span, mask_fraction
         self.speech_scale, self.text_scale, self.ctc_scale = speech_scale, text_scale, ctc_scale
-        self.use_ctc, self.ctc_masked = use_ctc, ctc_masked
+        self.use_ctc, self.ctc_masked, self.text_loss = use_ctc, ctc_masked, text_loss
         self.text_frontend = TextFrontEnd(self.mask_id + 1, encoder.output_dim, text_dropout)
         self.source_ctc = CtcHead(encoder.output_dim, len(self.source_tokens))
 
@@ -123,12 +129,14 @@ class MslamModel(nn.Module):
         return self.source_ctc.output
 
     def text_mlm(self, text: List[List[int]], rng) -> Dict[str, Tensor]:
-        """Span-masked character LM on unmasked id sequences (each non-empty): summed loss, counts, accuracy."""
+        """Span-masked character LM on unmasked id sequences (each non-empty): summed loss, counts, accuracy, over
+        the masked characters (``text_loss="masked"``) or over every character (``"all"``)."""
         device = next(self.parameters()).device
         ids, lens = pad_labels(text, padding_value=0, device=device)
         mask = text_span_mask(lens.tolist(), self.span, self.mask_fraction, rng).to(device)
         enc, _ = self.encoder.forward_layers(self.text_frontend(ids.masked_fill(mask, self.mask_id)), lens)
-        total, count, correct = masked_cross_entropy(self.output_layer(enc), ids, mask)
+        scored = mask if self.text_loss == "masked" else torch.arange(ids.shape[1], device=device) < lens[:, None]
+        total, count, correct = masked_cross_entropy(self.output_layer(enc), ids, scored)
         return {"sum": total, "count": count, "correct": correct,
                 "masked_fraction": mask.sum().float() / lens.sum().clamp(min=1)}
 
