@@ -10,8 +10,8 @@ are cut to ``max_text_chars``.
 
 The model returns per-unit means; the loss handed to the trainer is N x the weighted sum of means, so that the
 trainer's division by the utterances of all ranks gives the weighted means (speech 1.0, text 0.3, CTC 0.03 by
-default). Logged: ``speech`` / ``text`` (mean CE per masked group / character), ``ctc`` (per transcript
-character), both masked accuracies and masked fractions.
+default). Logged: ``speech`` / ``text`` (mean CE per masked group / per scored character: the masked ones, or every
+one with ``text_loss="all"``), ``ctc`` (per transcript character), both accuracies and masked fractions.
 
 Validation (fixed masks, comparable between validations): speech masked loss and accuracy as BEST-RQ's, text
 masked loss and accuracy on the validation cuts' transcripts, and the CTC loss per character (when the model has
@@ -137,8 +137,8 @@ class MslamObjective(Objective):
         text = (f"loss {result['loss']:.3f}; speech: loss {result.get('speech_loss', 0.0):.3f}, masked accuracy "
                 f"{result.get('speech_acc', 0.0):.3f}, masked fraction {result['masked_fraction']:.3f}")
         if "text_loss" in result:
-            text += (f"; text: loss {result['text_loss']:.3f}, masked accuracy {result['text_acc']:.3f}, masked "
-                     f"fraction {result['text_masked_fraction']:.3f}")
+            text += (f"; text: loss {result['text_loss']:.3f}, accuracy {result['text_acc']:.3f} (scored "
+                     f"characters), masked fraction {result['text_masked_fraction']:.3f}")
         if "ctc_loss" in result:
             text += f"; CTC {result['ctc_loss']:.3f} per character"
         return text
