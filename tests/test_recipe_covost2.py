@@ -47,6 +47,8 @@ def test_all_stages_run(recipe_run):
         assert (pt["mslam"]["text_scale"] > 0) == (v != "speech")
         if v != "speech":  # mini: the text loss scores every character (--pt-text-loss all)
             assert pt["mslam"]["text_loss"] == "all"
+        # mini --pt-joint: only the mSLAM-CTC encoder is also fine-tuned jointly with MT
+        assert (work / f"exp/st-mt-pt-{v}/decode/summary-test-st-beam.json").is_file() == (v == "ctc")
         zero = json.loads((work / f"exp/st-pt-{v}/decode/summary-test-st-beam-text.json").read_text())
         assert zero["input"] == "text" and 0.0 <= zero["bleu"] <= 100.0
     results = (work / "RESULTS.md").read_text()

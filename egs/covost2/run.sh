@@ -23,7 +23,8 @@
 #   7  mSLAM-style joint pre-training (--pt-variants): speech only (BEST-RQ), speech + span-masked text, speech +
 #      text + CTC on the paired transcripts through the text softmax (mSLAM-CTC); text: --mslam-text files (one
 #      sentence per line; mini: the source side of the corpus's text-only pairs, disjoint from dev/test)
-#   8  speech translation fine-tuned from each pre-trained encoder (ST alone; --pt-joint true: also joint ST + MT)
+#   8  speech translation fine-tuned from each pre-trained encoder (ST alone) and, for the variants of --pt-joint,
+#      jointly with text MT (ST + MT at --mt-scale)
 #   9  decode dev and test with beam search (BLEU, chrF per language); zero-shot probe: the ST-only models of stage 8
 #      translate the source *text* of test through the text path
 #  10  RESULTS.md: BLEU per language and group (high / mid / low as mSLAM), ST vs ST + MT, the identity baseline
@@ -44,7 +45,9 @@
 #   --spec-augment true / false
 #   --asr-updates        stage 4's length (mini: 300 updates bring the transcript CER from ~97% to ~45%; an ST
 #                        model trained from scratch sat on the CTC blank plateau for 300-400 of its 600 updates)
-#   --pt-variants "speech text ctc", --pt-updates 300 (mini), --pt-joint false / true, --mslam-text FILES
+#   --pt-variants "speech text ctc", --pt-updates 300 (mini), --mslam-text FILES
+#   --pt-joint "speech text ctc" / ctc  variants also fine-tuned jointly with MT (true: all, false: none; mini: the
+#                        mSLAM-CTC encoder only, 11 min on a float32 CPU; each variant costs as much)
 #   --pt-ctc-scale 0.03 / 1.0  paired-CTC weight of the "ctc" variant (mini: at 0.03 the CTC loss hardly moved in
 #                        300 updates, 3.9 nats per character, and zero-shot text translation stayed at the floor)
 #   --pt-text-loss masked / all  text characters the span-masked loss scores (mSLAM: the masked ones; mini: all, so
@@ -105,7 +108,7 @@ pick updates 60000 400
 pick asr_updates 20000 300
 pick mt_scale 5.0 1.0  # mini: the text path starts from nothing; weight 5 pulled the shared encoder to it (RESULTS.md)
 pick pt_updates 100000 300
-pick pt_joint true false
+pick pt_joint "speech text ctc" ctc
 pick pt_ctc_scale 0.03 1.0  # mini: with mSLAM's 0.03 the paired CTC stayed at 3.9 nats per character after 300 updates
 pick pt_text_loss masked all  # mini: scoring only masked characters left zero-shot text translation at its floor
 pick lr 0.045 0.045
@@ -217,10 +220,12 @@ if stage 7 "mSLAM-style pre-training: $pt_variants" exp/.done.pt; then
   mark_done exp/.done.pt
 fi
 
+joint_ft() { case " $pt_joint " in *" true "*|*" $1 "*) return 0;; *) return 1;; esac; }  # --pt-joint has $1
+
 if stage 8 "Speech translation from each pre-trained encoder" exp/.done.ft; then
   for v in $pt_variants; do
     [ -f exp/st-pt-$v/.done ] || { train_st exp/st-pt-$v --init-from exp/pt-$v; mark_done exp/st-pt-$v/.done; }
-    if [ "$pt_joint" = true ] && [ ! -f exp/st-mt-pt-$v/.done ]; then
+    if joint_ft $v && [ ! -f exp/st-mt-pt-$v/.done ]; then
       train_st exp/st-mt-pt-$v --init-from exp/pt-$v --mt-scale "$mt_scale" ${mt_text:+--mt-text $mt_text}
       mark_done exp/st-mt-pt-$v/.done
     fi
