@@ -102,6 +102,23 @@ def test_spans_have_the_requested_length(span):
     assert runs_seen > 100
 
 
+def traced_text_mlm(model: MslamModel, text):
+    """``model.text_mlm`` on ``text`` with what the text front end got (``"ids"``: [MASK] where masked) and the
+    encoder output (``"enc"``, keeping its gradient)."""
+    seen = {}
+    model.text_frontend.register_forward_hook(lambda module, inputs, output: seen.update(ids=inputs[0]))
+    forward_layers = model.encoder.forward_layers
+
+    def capture(x, lens):
+        out, out_lens = forward_layers(x, lens)
+        out.retain_grad()
+        seen["enc"] = out
+        return out, out_lens
+
+    model.encoder.forward_layers = capture
+    return model.text_mlm(text, random.Random(6)), seen
+
+
 def test_text_loss_only_on_masked_characters():
     torch.manual_seed(0)
     logits = torch.randn(3, 12, len(TOKENS), requires_grad=True)
@@ -116,19 +133,8 @@ def test_text_loss_only_on_masked_characters():
     assert masked_cross_entropy(perturbed, targets, mask)[0].item() == pytest.approx(total.item(), abs=1e-5)
 
     model = tiny_mslam(span=3, mask_fraction=0.3).eval()  # through the model: [MASK] in, gradient at masks only
-    seen = {}
-    model.text_frontend.register_forward_hook(lambda module, inputs, output: seen.update(ids=inputs[0]))
-    forward_layers = model.encoder.forward_layers
-
-    def capture(x, lens):
-        out, out_lens = forward_layers(x, lens)
-        out.retain_grad()
-        seen["enc"] = out
-        return out, out_lens
-
-    model.encoder.forward_layers = capture
     text = [ids_of(s) for s in SENTENCES]
-    mlm = model.text_mlm(text, random.Random(6))
+    mlm, seen = traced_text_mlm(model, text)
     mlm["sum"].backward()
     ids = seen["ids"]
     masked = ids == model.mask_id
@@ -142,19 +148,8 @@ def test_text_loss_only_on_masked_characters():
 
 def test_text_loss_all_scores_every_character_and_no_padding():
     model = tiny_mslam(span=3, mask_fraction=0.3, text_loss="all").eval()
-    seen = {}
-    model.text_frontend.register_forward_hook(lambda module, inputs, output: seen.update(ids=inputs[0]))
-    forward_layers = model.encoder.forward_layers
-
-    def capture(x, lens):
-        out, out_lens = forward_layers(x, lens)
-        out.retain_grad()
-        seen["enc"] = out
-        return out, out_lens
-
-    model.encoder.forward_layers = capture
     text = [ids_of(s) for s in SENTENCES]
-    mlm = model.text_mlm(text, random.Random(6))
+    mlm, seen = traced_text_mlm(model, text)
     assert mlm["count"].item() == sum(len(t) for t in text)
     assert (seen["ids"] == model.mask_id).any()  # the input is still span-masked
     # the summed loss is the cross-entropy of every sentence's characters, recomputed by hand from the encoder output
