@@ -50,6 +50,7 @@
 #                        mSLAM-CTC encoder only, 11 min on a float32 CPU; each variant costs as much)
 #   --pt-ctc-scale 0.03 / 1.0  paired-CTC weight of the "ctc" variant (mini: at 0.03 the CTC loss hardly moved in
 #                        300 updates, 3.9 nats per character, and zero-shot text translation stayed at the floor)
+#   --pt-span 20 / 5     characters per masked text span
 #   --pt-text-loss masked / all  text characters the span-masked loss scores (mSLAM: the masked ones; mini: all, so
 #                        that unmasked characters name themselves through the CTC-tied layer: with "masked" the
 #                        zero-shot probe stayed at its floor, 3.4 BLEU, at 300 updates; with "all" 11.7)
@@ -80,6 +81,7 @@ pt_variants="speech text ctc"
 pt_updates=
 pt_ctc_scale=
 pt_text_loss=
+pt_span=
 pt_joint=
 mslam_text=
 lr=
@@ -110,6 +112,7 @@ pick mt_scale 5.0 1.0  # mini: the text path starts from nothing; weight 5 pulle
 pick pt_updates 100000 300
 pick pt_joint "speech text ctc" ctc
 pick pt_ctc_scale 0.03 1.0  # mini: with mSLAM's 0.03 the paired CTC stayed at 3.9 nats per character after 300 updates
+pick pt_span 20 5  # characters per masked text span (mSLAM: 20; the mini sentences: 17-75 characters, 49 on average)
 pick pt_text_loss masked all  # mini: scoring only masked characters left zero-shot text translation at its floor
 pick lr 0.045 0.045
 pick max_duration 600 60
@@ -197,8 +200,8 @@ fi
 # pre-training variant -> train flags (mSLAM loss weights: speech 1.0, text 0.3, paired CTC 0.03 = --pt-ctc-scale)
 pt_flags() { case $1 in
   speech) echo --mslam-text-scale 0 --mslam-ctc-scale 0;;
-  text) echo --mslam-ctc-scale 0 --mslam-text-loss "$pt_text_loss";;
-  ctc) echo --mslam-ctc-scale "$pt_ctc_scale" --mslam-text-loss "$pt_text_loss";;
+  text) echo --mslam-ctc-scale 0 --mslam-text-loss "$pt_text_loss" --mslam-span "$pt_span";;
+  ctc) echo --mslam-ctc-scale "$pt_ctc_scale" --mslam-text-loss "$pt_text_loss" --mslam-span "$pt_span";;
   *) die "unknown --pt-variants entry $1 (speech, text, ctc)";; esac; }
 
 if stage 7 "mSLAM-style pre-training: $pt_variants" exp/.done.pt; then
