@@ -119,13 +119,12 @@ def pt_settings(pt_dir: Path, name: str) -> Optional[str]:
     model, train = load_json(pt_dir / "model_config.json"), load_json(pt_dir / "train_config.json")
     if model is None or "mslam" not in model:
         return None
-    m = model["mslam"]
-    text = (f"text {m.get('text_scale', 0.3):g} on {m.get('text_loss', 'masked')} characters "
-            f"(spans of {m.get('span')})" if m.get("text_scale", 0.3) > 0 else "no text")
-    ctc = f"paired CTC {m.get('ctc_scale', 0.03):g}" if m.get("use_ctc", True) and m.get("ctc_scale", 0.03) > 0 \
-        else "no paired CTC"
+    m = model["mslam"]  # train writes every weight; text_loss is missing from checkpoints older than the option
+    text = (f"text {m['text_scale']:g} on {m.get('text_loss', 'masked')} characters (spans of {m['span']})"
+            if m["text_scale"] > 0 else "no text")
+    ctc = f"paired CTC {m['ctc_scale']:g}" if m["use_ctc"] else "no paired CTC"
     updates = f", {train['max_updates']} updates" if train and train.get("max_updates") else ""
-    return f"{name}: speech {m.get('speech_scale', 1.0):g}, {text}, {ctc}{updates}"
+    return f"{name}: speech {m['speech_scale']:g}, {text}, {ctc}{updates}"
 
 
 def chrf_line(exp: Path, split: str) -> List[str]:

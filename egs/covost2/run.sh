@@ -198,10 +198,10 @@ if stage 6 "Joint speech + text translation (MT weight $mt_scale)" exp/st-mt/.do
 fi
 
 # pre-training variant -> train flags (mSLAM loss weights: speech 1.0, text 0.3, paired CTC 0.03 = --pt-ctc-scale)
-pt_flags() { case $1 in
+pt_flags() { local text="--mslam-text-loss $pt_text_loss --mslam-span $pt_span"; case $1 in
   speech) echo --mslam-text-scale 0 --mslam-ctc-scale 0;;
-  text) echo --mslam-ctc-scale 0 --mslam-text-loss "$pt_text_loss" --mslam-span "$pt_span";;
-  ctc) echo --mslam-ctc-scale "$pt_ctc_scale" --mslam-text-loss "$pt_text_loss" --mslam-span "$pt_span";;
+  text) echo --mslam-ctc-scale 0 $text;;
+  ctc) echo --mslam-ctc-scale "$pt_ctc_scale" $text;;
   *) die "unknown --pt-variants entry $1 (speech, text, ctc)";; esac; }
 
 if stage 7 "mSLAM-style pre-training: $pt_variants" exp/.done.pt; then
