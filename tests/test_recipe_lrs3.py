@@ -13,8 +13,8 @@ import torch
 from conftest import THREADS, assert_stages, run_recipe
 
 SMOKE = ["--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--video-size", "16",
-         "--pt-updates", "6", "--mid-updates", "6", "--ft-updates", "6", "--valid-every", "4", "--vocab-size", "60",
-         "--mid-vocab-size", "60", "--max-duration", "30", "--threads", THREADS]
+         "--pt-updates", "6", "--pt-decoder", "1 32 2", "--mid-updates", "6", "--ft-updates", "6", "--valid-every", "4",
+         "--vocab-size", "60", "--mid-vocab-size", "60", "--max-duration", "30", "--threads", THREADS]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,8 @@ def test_all_stages_run(recipe_run, monkeypatch):
     for v in ("mae", "mae+clr"):
         config = json.loads((work / f"exp/pt-{v}/model_config.json").read_text())
         assert config["pretrain"] == "av" and config["av"]["mode"] == v
+        av = config["av"]
+        assert (av["decoder_layers"], av["decoder_dim"], av["decoder_heads"]) == (1, 32, 2)  # --pt-decoder
     mid = json.loads((work / "exp/mid-mae-it/model_config.json").read_text())
     # translation only: the auxiliary CTC is on the translation's tokens, never on the English transcript
     assert mid["task"] == "st" and not mid["st"]["source_ctc"] and mid["st"]["target_ctc"]
