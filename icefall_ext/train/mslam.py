@@ -14,8 +14,8 @@ default). Logged: ``speech`` / ``text`` (mean CE per masked group / per scored c
 one with ``text_loss="all"``), ``ctc`` (per transcript character), both accuracies and masked fractions.
 
 Validation (fixed masks, comparable between validations): speech masked loss and accuracy as BEST-RQ's, text
-loss and accuracy (scored characters) on the validation cuts' transcripts, and the CTC loss per character (when the model has
-the CTC loss).
+loss and accuracy (scored characters) on the validation cuts' transcripts, and the CTC loss per character (when
+the model has the CTC loss).
 """
 
 from __future__ import annotations
