@@ -4,9 +4,12 @@
   (``local/prepare_lrs3.py`` reads it). Each clip is one English fortunes sentence spoken by an espeak-ng voice
   (2-6 s with short silences around it), muxed by ffmpeg with a 64x64, 25 fps libx264 (yuv420p) video of a
   synthetic face: per speaker its own face shape, skin and background brightness, position, eyes and mouth width;
-  per frame the mouth opening follows the smoothed RMS energy of the audio in that 40 ms (normalised per clip), so
-  silence is a closed mouth and a model can tell which video belongs to which audio; small head jitter, blinks and
-  pixel noise on top. Audio is AAC at 16 kHz; a clip lasts a multiple of 0.32 s (whole video frames and whole
+  per frame the mouth follows the audio of that 40 ms like a crude viseme: its opening the smoothed RMS energy
+  (normalised per clip), so silence is a closed mouth, and its shape the spectral balance (one fixed map for every
+  voice): energy at 1.2-3.5 kHz over 0.1-1.2 kHz high (front vowels such as /i/) spreads the lips wide and flat,
+  low (back rounded vowels such as /u/, /o/) makes them narrow and round. So the video carries what is said, not
+  only when, and a model can tell which video belongs to which audio; small head jitter, blinks and pixel noise on
+  top. Audio is AAC at 16 kHz; a clip lasts a multiple of 0.32 s (whole video frames and whole
   AAC frames), so decoded audio and video last exactly the same.
   The txt has the real format: ``Text:  <UPPER CASE>``, ``Conf:  <n>``, and a ``WORD START END ASDSCORE`` block
   with word times spread over the speech; a few transcripts carry a ``{LG}`` tag (as real LRS3 does) that the
@@ -114,13 +117,39 @@ def make_face(seed: int, speaker_id: str) -> Face:
     )
 
 
+# lip spreading from the spectral balance: log10(E 1.2-3.5 kHz / E 0.1-1.2 kHz) of a loud frame maps linearly from
+# SPREAD_RANGE to 0 (round) .. 1 (spread); over the espeak-ng voices the 5th-95th percentiles are about -2.6 .. 0.3
+SPREAD_RANGE = (-2.2, -0.4)
+SPREAD_BANDS_HZ = (100, 1200, 3500)
+
+
+def _frames(audio: np.ndarray) -> np.ndarray:
+    return audio[: len(audio) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME].reshape(-1, SAMPLES_PER_FRAME)
+
+
+def _smooth(track: np.ndarray) -> np.ndarray:
+    return np.convolve(np.pad(track, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+
+
 def frame_envelope(audio: np.ndarray) -> np.ndarray:
     """RMS of each 40 ms frame, smoothed over three frames and scaled so the clip's 95th percentile is 1 (0-1)."""
-    frames = audio[: len(audio) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME].reshape(-1, SAMPLES_PER_FRAME)
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
-    smooth = np.convolve(np.pad(rms, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")
+    smooth = _smooth(np.sqrt(np.mean(_frames(audio).astype(np.float64) ** 2, axis=1)))
     peak = np.percentile(smooth, 95)
     return np.clip(smooth / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(smooth)
+
+
+def frame_spread(audio: np.ndarray, envelope: np.ndarray) -> np.ndarray:
+    """Lip spreading of each 40 ms frame, 0 (round) .. 1 (spread), from the spectral balance of the frame
+    (``SPREAD_BANDS_HZ``, ``SPREAD_RANGE``), weighted towards neutral (0.5) as ``envelope`` falls to 0 and smoothed
+    over three frames."""
+    spectrum = np.abs(np.fft.rfft(_frames(audio).astype(np.float64) * np.hanning(SAMPLES_PER_FRAME), axis=1)) ** 2
+    hz = np.fft.rfftfreq(SAMPLES_PER_FRAME, 1.0 / SAMPLE_RATE)
+    low_edge, mid_edge, high_edge = SPREAD_BANDS_HZ
+    low = spectrum[:, (hz >= low_edge) & (hz < mid_edge)].sum(axis=1)
+    mid = spectrum[:, (hz >= mid_edge) & (hz < high_edge)].sum(axis=1)
+    ratio = np.log10((mid + 1e-12) / (low + 1e-12))
+    spread = np.clip((ratio - SPREAD_RANGE[0]) / (SPREAD_RANGE[1] - SPREAD_RANGE[0]), 0.0, 1.0)
+    return _smooth(0.5 + envelope * (spread - 0.5))
 
 
 def _soft_ellipse(yy: np.ndarray, xx: np.ndarray, cy, cx, ay, ax) -> np.ndarray:
@@ -129,9 +158,10 @@ def _soft_ellipse(yy: np.ndarray, xx: np.ndarray, cy, cx, ay, ax) -> np.ndarray:
     return np.clip((1.0 - distance) * np.minimum(ax, ay) + 0.5, 0.0, 1.0)
 
 
-def render_face(face: Face, envelope: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """uint8 (T, FACE_SIZE, FACE_SIZE) frames: mouth half-height follows ``envelope`` (0 = closed), plus head
-    jitter (a smooth random walk within about 2 px), blinks and Gaussian pixel noise."""
+def render_face(face: Face, envelope: np.ndarray, spread: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (T, FACE_SIZE, FACE_SIZE) frames: the mouth's opening follows ``envelope`` (0 = closed) and its shape
+    ``spread`` (half-width x 0.7 .. 1.3 and the opening x 1.25 .. 0.75 from round to spread), plus head jitter (a
+    smooth random walk within about 2 px), blinks and Gaussian pixel noise."""
     count = len(envelope)
     jitter = np.zeros((count, 2))
     for t in range(1, count):
@@ -149,8 +179,10 @@ def render_face(face: Face, envelope: np.ndarray, rng: np.random.Generator) -> n
     for side in (-1, 1):
         cover = _soft_ellipse(yy, xx, face.eye_y + dy, face.cx + side * face.eye_dx + dx, eye_ay, face.eye_ax)
         image += cover * (face.eye_level - image)
-    half_height = (face.mouth_closed + (face.mouth_open - face.mouth_closed) * envelope).reshape(-1, 1, 1)
-    cover = _soft_ellipse(yy, xx, face.mouth_y + dy, face.cx + dx, half_height, face.mouth_ax)
+    opening = (face.mouth_open - face.mouth_closed) * envelope * (1.25 - 0.5 * spread)
+    half_height = (face.mouth_closed + opening).reshape(-1, 1, 1)
+    half_width = (face.mouth_ax * (0.7 + 0.6 * spread)).reshape(-1, 1, 1)
+    cover = _soft_ellipse(yy, xx, face.mouth_y + dy, face.cx + dx, half_height, half_width)
     image += cover * (face.mouth_level - image)
     image += rng.normal(0, 3.0, image.shape)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -225,7 +257,8 @@ def render_lrs3_clip(out_dir: str, seed: int, clip: Lrs3Clip) -> Lrs3Result:
     audio = np.concatenate([before, speech, np.zeros(round(clip.pause_after * SAMPLE_RATE), dtype=np.float32)])
     audio = np.pad(audio, (0, -len(audio) % AUDIO_BLOCK))  # audio and video end together, even after AAC
     rng = np.random.default_rng(int.from_bytes(hashlib.sha1(f"{seed}/{clip.path}".encode()).digest()[:8], "big"))
-    frames = render_face(make_face(seed, clip.segment.speaker.id), frame_envelope(audio), rng)
+    envelope = frame_envelope(audio)
+    frames = render_face(make_face(seed, clip.segment.speaker.id), envelope, frame_spread(audio, envelope), rng)
     target = Path(out_dir) / clip.path
     target.parent.mkdir(parents=True, exist_ok=True)
     wav = target.with_name(target.name + ".tmp.wav")

@@ -34,7 +34,7 @@
 #   --lrs3-dir, --mustc-dir, --librispeech-dir   corpus roots (default under --corpus-dir: download/ or mini_corpus/)
 #   --pt-variants "mae clr mae+clr" / "mae mae+clr"   (the paper's rows; CLR alone one option away in the mini)
 #   --mid-langs "de it nl" / "it"                    MuST-C targets of the mid-training columns
-#   --video-size 88 / 16, --crop mouth / none         video frames given to the video encoder
+#   --video-size 88 / 16, --crop mouth / mouth        video frames given to the video encoder
 #   --preset conformer-medium / conformer-mini        audio encoder (paper: 16-layer Conformer)
 #   --video-preset base / tiny                        video ViT (paper: 16x16x2 tubelets, 12 blocks, 768 d)
 #   --pt-decoder "4 512 8" / "2 192 4"               layers, width, heads of the shared MAE decoder (paper: 4 x 512)
@@ -99,8 +99,11 @@ pick mustc_dir "$corpus_dir/mustc" "$corpus_dir/mustc"
 pick librispeech_dir "$corpus_dir/LibriSpeech" "$corpus_dir/LibriSpeech"
 pick pt_variants "mae clr mae+clr" "mae mae+clr"
 pick mid_langs "de it nl" "it"
-pick video_size 88 16   # mini: 64 x 64 faces scaled to 16 x 16 (4 tubelet patches of 8 x 8 px per 2 frames)
-pick crop mouth none   # the mini face is 64 x 64 px: the whole frame, scaled
+pick video_size 88 16   # mini: the 32 x 32 mouth box scaled to 16 x 16 (4 tubelet patches of 8 x 8 px per 2 frames)
+# the mini face is 64 x 64 px; its mouth (whose opening and shape follow the speech) lies in the lower-centre box that
+# --crop mouth keeps, as on real LRS3. The whole face (--crop none) also shows who speaks: in-batch CLR can then match
+# clips by speaker, a shortcut that tells nothing about held-out speakers
+pick crop mouth mouth
 pick preset conformer-medium conformer-mini
 pick video_preset base tiny
 # MAE decoder. Mini, measured (test-clean CER of the frozen-encoder CTC head after 400 updates; random encoder: 46.1):
