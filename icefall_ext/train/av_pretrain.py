@@ -123,7 +123,7 @@ def retrieval(audio: torch.Tensor, video: torch.Tensor) -> Dict[str, Any]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``--av-*`` / ``--video-*`` options of ``train --pretrain av``."""
     from ..models.video_vit import VIDEO_PRESETS
-    from ..pretrain.av_mae import CLR_FORMS, CLR_PASSES, MODES
+    from ..pretrain.av_mae import CLR_FORMS, CLR_HEADS, CLR_PASSES, MODES
 
     g = p.add_argument_group("audio-visual pre-training (--pretrain av; Jain et al. 2024: MAE and/or contrastive "
                              "learning of the audio encoder with a video ViT on cuts with custom['video_frames'])")
@@ -143,6 +143,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--av-clr-pass", choices=CLR_PASSES, default="clean",
                    help="mae+clr: CLR on a second, unmasked pass (default) or on the masked MAE pass (cheaper, "
                         "learns retrieval worse)")
+    g.add_argument("--av-clr-head", choices=CLR_HEADS, default="batchnorm",
+                   help="batchnorm: pooled features standardised over the batch before the CLR projection (keeps "
+                        "the encoders from collapsing to one output); linear: projected as they are "
+                        "(default: %(default)s)")
     g.add_argument("--video-preset", choices=sorted(VIDEO_PRESETS), default=None,
                    help="size of the video ViT and the MAE decoder (default: after --preset: tiny, mini; "
                         "medium -> base, the paper's)")
@@ -188,7 +192,7 @@ def model_config_entry(args: argparse.Namespace, train_cuts: Sequence[str]) -> D
     settings = dict(mode=args.av_objective, mask_prob=args.av_mask_prob, video_mask_prob=args.av_video_mask_prob,
                     noise_std=args.av_noise_std, norm_pix=args.av_norm_pix, temperature=args.av_temperature,
                     learn_temperature=args.av_learn_temperature, clr_form=args.av_clr_form,
-                    clr_pass=args.av_clr_pass)
+                    clr_pass=args.av_clr_pass, clr_head=args.av_clr_head)
     return av_config(preset, frame_size, **{**settings, **overrides})
 
 
