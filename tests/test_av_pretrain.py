@@ -4,6 +4,8 @@ audio->video retrieval on synthetic clips whose "mouth" follows the audio energy
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -173,11 +175,65 @@ def test_video_vit_ignores_padding_and_patch_order_matches_the_embedding():
         assert vit(torch.zeros(1, 4, 24, 40, dtype=torch.uint8), torch.tensor([4])).tokens.shape == (1, 2, 4, 32)
 
 
+def test_clip_pixel_norm_keeps_only_the_motion():
+    """pixel_norm="clip": against a numpy standardisation of each clip's valid frames; a clip with another still
+    look (a fixed image added, the contrast halved) gets the same pixels and embedding; padding plays no part."""
+    torch.manual_seed(0)
+    vit = VideoViT((16, 16), dim=32, num_layers=1, num_heads=2, pixel_norm="clip").eval()
+    g = torch.Generator().manual_seed(3)
+    moving = torch.randint(0, 50, (10, 16, 16), generator=g) * 2  # even values: halving stays exact
+    still = torch.randint(0, 100, (16, 16), generator=g)
+    clip = moving.to(torch.uint8)
+    other = (moving // 2 + still).to(torch.uint8)
+    x = moving.double().numpy() / 255.0
+    centred = x - x.mean(axis=0)
+    expected = centred / (np.sqrt((centred ** 2).mean()) + 1e-3)
+    padded = torch.zeros(2, 14, 16, 16, dtype=torch.uint8)
+    padded[0, :10], padded[1, :10] = clip, other
+    padded[:, 10:] = 255  # garbage after the end
+    lens = torch.tensor([10, 10])
+    pixels = vit.prepare(padded, lens)
+    np.testing.assert_allclose(pixels[0, :10].double().numpy(), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pixels[1, :10], pixels[0, :10], rtol=0.03, atol=1e-3)  # the 1e-3 beside the std
+    assert float(pixels[:, 10:].abs().max()) == 0.0
+    with torch.no_grad():
+        pooled = vit(padded, lens).pooled
+        alone = vit(clip[None], torch.tensor([10])).pooled
+    torch.testing.assert_close(pooled[1], pooled[0], rtol=0.03, atol=0.01)
+    torch.testing.assert_close(alone[0], pooled[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        vit.prepare(padded)  # the lengths are needed
+
+
+def test_batchnorm_clr_head_standardises_over_the_usable_clips():
+    """clr_head="batchnorm": the projections see each pooled feature standardised over the batch's usable clips
+    (a vector shared by every clip changes nothing; a clip without video neither), running statistics in eval."""
+    torch.manual_seed(0)
+    model = tiny_av(mode="clr", clr_head="batchnorm").train()
+    g = torch.Generator().manual_seed(4)
+    pooled_audio, pooled_video = torch.randn(5, 64, generator=g), torch.randn(5, 64, generator=g)
+    usable = torch.tensor([True, True, False, True, True])
+    out = model._standardise(model.clr_audio_norm, pooled_audio, usable)
+    rows = pooled_audio[usable]
+    expected = (rows - rows.mean(0)) / torch.sqrt(rows.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(out[usable], expected, rtol=1e-4, atol=1e-5)
+    assert float(out[~usable].abs().max()) == 0.0
+    shifted = model._standardise(model.clr_video_norm, pooled_video + 50.0, usable)
+    torch.testing.assert_close(shifted, model._standardise(model.clr_video_norm, pooled_video, usable),
+                               rtol=1e-3, atol=1e-3)
+    model.eval()
+    running = model.clr_audio_norm.running_mean
+    assert float(running.abs().max()) > 0  # updated by the training-mode calls
+    frozen = model._standardise(model.clr_audio_norm, pooled_audio, usable)
+    torch.testing.assert_close(frozen[0], (pooled_audio[0] - running) / torch.sqrt(model.clr_audio_norm.running_var
+                                                                                  + 1e-5), rtol=1e-4, atol=1e-5)
+
+
 def test_tiny_av_model_learns_retrieval_on_held_out_clips():
     """MAE + CLR for 300 updates of 8 fresh synthetic clips: both MAE losses and the CLR loss fall on held-out
     clips, and audio->video top-1 retrieval among 32 held-out clips is well above chance (1/32)."""
     torch.manual_seed(0)
-    model = tiny_av()
+    model = tiny_av(clr_head="batchnorm")  # train's default head
     held_out = synthetic_clips(32, torch.Generator().manual_seed(99))
 
     def evaluate():

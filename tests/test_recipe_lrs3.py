@@ -44,6 +44,8 @@ def test_all_stages_run(recipe_run, monkeypatch):
         assert config["pretrain"] == "av" and config["av"]["mode"] == v
         av = config["av"]
         assert (av["decoder_layers"], av["decoder_dim"], av["decoder_heads"]) == (1, 32, 2)  # --pt-decoder
+        assert av["video"]["pixel_norm"] == "clip"  # --video-norm's default
+        assert av["clr_head"] == "batchnorm"  # train's default
     mid = json.loads((work / "exp/mid-mae-it/model_config.json").read_text())
     # translation only: the auxiliary CTC is on the translation's tokens, never on the English transcript
     assert mid["task"] == "st" and not mid["st"]["source_ctc"] and mid["st"]["target_ctc"]

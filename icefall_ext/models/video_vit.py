@@ -1,8 +1,13 @@
 """A small Vision Transformer over space-time tubelets of grayscale video (the video encoder of audio-visual
 pre-training, Jain et al. 2024: 16x16 px x 2-frame tubelets, 12 blocks of 768).
 
-Input: uint8 frames (B, T, H, W) and their lengths. Pixels are scaled to [0, 1] and normalised with a fixed mean /
-std (``pixel_mean``, ``pixel_std``); frames of another size than ``frame_size`` are resized (bilinear). A Conv3d
+Input: uint8 frames (B, T, H, W) and their lengths. Pixels are scaled to [0, 1]; frames of another size than
+``frame_size`` are resized (bilinear). ``pixel_norm="fixed"`` then normalises with a fixed mean / std
+(``pixel_mean``, ``pixel_std``); ``"clip"`` standardises each clip over its valid frames: each pixel minus its
+mean over the clip's frames, divided by the clip's standard deviation of those differences (padding frames 0), as
+per-utterance mean / variance normalisation does for fbank. What stays is how the picture moves: a speaker's still
+look (face, skin, lighting, the resting mouth) is gone, so contrastive learning cannot match clips by who speaks
+and has to match them by what the mouth does. A Conv3d
 with kernel = stride = (``tubelet_frames``, ``patch_size``, ``patch_size``) embeds each tubelet; the time axis is
 padded to a whole number of tubelets, and a tubelet is valid when all its frames are (``lengths //
 tubelet_frames``). Positions are separable: sinusoidal over tubelets in time (any T) + a learned embedding per
@@ -26,6 +31,7 @@ from .attention_decoder import sinusoidal_embedding
 from .transformer import TransformerLayer
 
 # ViT sizes (``--video-preset``); "base" is the paper's video encoder.
+PIXEL_NORMS = ("fixed", "clip")
 VIDEO_PRESETS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(dim=64, num_layers=1, num_heads=2, tubelet_frames=2, patch_size=8),
     "mini": dict(dim=128, num_layers=2, num_heads=4, tubelet_frames=2, patch_size=8),
@@ -52,8 +58,12 @@ class VideoViT(nn.Module):
 
     def __init__(self, frame_size: Union[int, Sequence[int]], *, dim: int = 128, num_layers: int = 2,
                  num_heads: int = 4, tubelet_frames: int = 2, patch_size: int = 8, ff_dim: Optional[int] = None,
-                 dropout: float = 0.0, pixel_mean: float = 0.5, pixel_std: float = 0.25) -> None:
+                 dropout: float = 0.0, pixel_mean: float = 0.5, pixel_std: float = 0.25,
+                 pixel_norm: str = "fixed") -> None:
         super().__init__()
+        if pixel_norm not in PIXEL_NORMS:
+            raise ValueError(f"pixel_norm must be one of {PIXEL_NORMS}, not {pixel_norm!r}")
+        self.pixel_norm = pixel_norm
         h, w = (frame_size, frame_size) if isinstance(frame_size, int) else tuple(frame_size)
         if h % patch_size or w % patch_size or tubelet_frames < 1:
             raise ValueError(f"frame size {h}x{w} is not a whole number of {patch_size}x{patch_size} patches")
@@ -74,9 +84,9 @@ class VideoViT(nn.Module):
         """Valid tubelets per clip: those whose frames are all valid."""
         return video_lens.long() // self.tubelet_frames
 
-    def prepare(self, video: Tensor) -> Tensor:
+    def prepare(self, video: Tensor, video_lens: Optional[Tensor] = None) -> Tensor:
         """uint8 (B, T, H, W) -> normalised float (B, T_pad, H', W'): resized to ``frame_size``, time padded (with
-        zero pixels) to a whole number of tubelets."""
+        zero pixels) to a whole number of tubelets. ``pixel_norm="clip"`` needs ``video_lens`` (valid frames)."""
         b, t, h, w = video.shape
         x = video.float() / 255.0
         if (h, w) != self.frame_size:
@@ -85,7 +95,16 @@ class VideoViT(nn.Module):
         pad = -t % self.tubelet_frames
         if pad:
             x = F.pad(x, (0, 0, 0, 0, 0, pad))
-        return (x - self.pixel_mean) / self.pixel_std
+        if self.pixel_norm == "fixed":
+            return (x - self.pixel_mean) / self.pixel_std
+        if video_lens is None:
+            raise ValueError('pixel_norm="clip" needs the clips\' lengths')
+        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < video_lens.to(x.device)[:, None])
+        valid = valid.to(x.dtype)[..., None, None]
+        frames = valid.sum(1, keepdim=True).clamp(min=1.0)
+        moving = (x - (x * valid).sum(1, keepdim=True) / frames) * valid
+        spread = (moving.pow(2).sum((1, 2, 3), keepdim=True) / (frames * x.shape[2] * x.shape[3])).sqrt()
+        return moving / (spread + 1e-3)
 
     def patchify(self, pixels: Tensor) -> Tensor:
         """(B, T_pad, H, W) prepared pixels -> (B, T', P, tubelet_frames * patch^2), in Conv3d patch order."""
@@ -117,4 +136,4 @@ class VideoViT(nn.Module):
     def forward(self, video: Tensor, video_lens: Tensor, token_mask: Optional[Tensor] = None) -> VideoEncoding:
         """uint8 frames (B, T, H, W), lengths (B,), optional (B, T', P) bool mask of tubelets to replace by the
         mask token -> tokens (B, T', P, D), valid tubelets (B,), pooled clip embeddings (B, D)."""
-        return self.encode(self.prepare(video), video_lens, token_mask)
+        return self.encode(self.prepare(video, video_lens), video_lens, token_mask)
