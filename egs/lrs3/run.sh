@@ -113,8 +113,9 @@ pick video_preset base tiny
 # a 1 x 64 decoder (the tiny video preset's) leaves the reconstruction to the encoder's top layers, whose frames then
 # serve a head worse: 42.9 after 1200 MAE updates vs 40.9 with 2 x 192 (one run each, seed 42)
 pick pt_decoder "4 512 8" "2 192 4"
-# Mini, measured (CLR alone, 600 updates, held-out video->audio top-1 among 60 clips, chance 1.7%): with fixed pixel
-# normalisation CLR learns who speaks (0-3%); standardised per clip, 6.7-10% (with --av-clr-head batchnorm, default)
+# Mini, measured (CLR alone, 600 updates, held-out video->audio top-1 among 60 clips, chance 1.7%): fixed pixel
+# normalisation with the linear CLR head 0.0% (embeddings grouped by speaker); per-clip standardisation with the
+# batch-norm head (both now defaults) 6.7-10%. Fixed normalisation with the batch-norm head is not measured yet
 pick video_norm clip clip
 # Mini, measured as above (1 x 64 decoder): MAE for 300 updates 61.2 (worse than random), 900 45.3, 1200 42.9, 2400 40.0
 pick pt_updates 100000 1200

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention_decoder import sinusoidal_embedding
+from .subsampling import make_pad_mask
 from .transformer import TransformerLayer
 
-# ViT sizes (``--video-preset``); "base" is the paper's video encoder.
 PIXEL_NORMS = ("fixed", "clip")
+# ViT sizes (``--video-preset``); "base" is the paper's video encoder.
 VIDEO_PRESETS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(dim=64, num_layers=1, num_heads=2, tubelet_frames=2, patch_size=8),
     "mini": dict(dim=128, num_layers=2, num_heads=4, tubelet_frames=2, patch_size=8),
@@ -99,8 +100,7 @@ class VideoViT(nn.Module):
             return (x - self.pixel_mean) / self.pixel_std
         if video_lens is None:
             raise ValueError('pixel_norm="clip" needs the clips\' lengths')
-        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < video_lens.to(x.device)[:, None])
-        valid = valid.to(x.dtype)[..., None, None]
+        valid = (~make_pad_mask(video_lens.to(x.device), x.shape[1])).to(x.dtype)[..., None, None]
         frames = valid.sum(1, keepdim=True).clamp(min=1.0)
         moving = (x - (x * valid).sum(1, keepdim=True) / frames) * valid
         spread = (moving.pow(2).sum((1, 2, 3), keepdim=True) / (frames * x.shape[2] * x.shape[3])).sqrt()
