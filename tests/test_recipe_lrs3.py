@@ -13,7 +13,7 @@ import torch
 from conftest import THREADS, assert_stages, run_recipe
 
 SMOKE = ["--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--video-size", "16",
-         "--pt-updates", "6", "--pt-decoder", "1 32 2", "--mid-updates", "6", "--ft-updates", "6", "--valid-every", "4",
+         "--pt-updates", "6", "--pt-decoder", "1 32 2", "--mid-updates", "6", "--mid-head-first", "2", "--ft-updates", "6", "--valid-every", "4",
          "--vocab-size", "60", "--mid-vocab-size", "60", "--max-duration", "30", "--threads", THREADS]
 
 
@@ -69,6 +69,24 @@ def test_frozen_encoder_is_bit_identical_to_its_source(recipe_run, pt, mid):
     assert all(torch.equal(before[k], after[k]) for k in before)
     config = json.loads((asr / "train_config.json").read_text())
     assert config["freeze_encoder"] and config["trainable_parameters"] < config["parameters"]
+
+
+def test_mid_training_trains_its_decoder_first_on_the_frozen_pretrained_encoder(recipe_run):
+    """From a pre-trained encoder, mid-training's first --mid-head-first updates leave the encoder bit-identical to
+    the pre-trained one (in exp/mid-*/head), the rest train it; the budget is --mid-updates in all. From scratch
+    (none) there is no such phase."""
+    exp = recipe_run[0] / "exp"
+    from icefall_ext.train.checkpoint import epoch_checkpoints
+
+    last = lambda d: torch.load(epoch_checkpoints(d)[-1][1], map_location="cpu", weights_only=False)  # noqa: E731
+    pretrained = encoder_state(epoch_checkpoints(exp / "pt-mae")[-1][1])
+    head, final = last(exp / "mid-mae-it" / "head"), last(exp / "mid-mae-it")
+    head_encoder = {k: v for k, v in head["model"].items() if k.startswith("encoder.")}
+    assert head_encoder.keys() == pretrained.keys() and pretrained
+    assert all(torch.equal(head_encoder[k], pretrained[k]) for k in pretrained)
+    assert any(not torch.equal(head_encoder[k], final["model"][k]) for k in pretrained)
+    assert head["update"] == 2 and final["update"] == 4
+    assert last(exp / "mid-none-it")["update"] == 6 and not (exp / "mid-none-it" / "head").exists()
 
 
 def test_rerun_skips_finished_stages(recipe_run):

@@ -118,3 +118,20 @@ abs_paths() {
     fi
   done
 }
+
+head_first() {
+  # head_first EXP FROM N HEAD_N TRAIN [ARGS...] : N updates from the model in FROM, of which the first HEAD_N train
+  # what is new (heads, decoder) on the frozen encoder, in EXP/head, and the rest every parameter, in EXP, from there
+  # (wav2vec 2.0's freeze_finetune_updates, as two runs with a warm-up each: a fresh head's first gradients would
+  # otherwise rewrite a pre-trained encoder). TRAIN is a function called as `TRAIN EXP_DIR INIT_FROM ARG...` with
+  # --max-updates, --warmup-updates (a tenth) and, for the head run, --freeze-encoder true among the ARGs.
+  local exp=$1 from=$2 n=$3 head_n=$4 train=$5 rest
+  shift 5
+  [ "$head_n" -lt "$n" ] || die "head-first updates ($head_n) must be below the run's $n updates"
+  if [ ! -f "$exp/head/.done" ]; then
+    "$train" "$exp/head" "$from" --freeze-encoder true --max-updates "$head_n" --warmup-updates $((head_n / 10)) "$@"
+    mark_done "$exp/head/.done"
+  fi
+  rest=$((n - head_n))
+  "$train" "$exp" "$exp/head" --max-updates "$rest" --warmup-updates $((rest / 10)) "$@"
+}

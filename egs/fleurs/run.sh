@@ -165,12 +165,7 @@ finetune() { local exp=$1 from=$2; shift 2
 from_pretrained() { local exp=$1 from=$2 n=$3 lr=$4; shift 4
   if [ "$from" = scratch ] || [ "$head_first_updates" -le 0 ]; then
     finetune "$exp" "$from" --lr "$lr" --max-updates "$n" --warmup-updates $((n / 10)) "$@"; return; fi
-  [ "$head_first_updates" -lt "$n" ] || die "--head-first-updates $head_first_updates must be below the run's $n updates"
-  [ -f "$exp/head/.done" ] || { finetune "$exp/head" "$from" --freeze-encoder true --lr "$lr" \
-    --max-updates "$head_first_updates" --warmup-updates $((head_first_updates / 10)) "$@"
-    mark_done "$exp/head/.done"; }
-  local rest=$((n - head_first_updates))
-  finetune "$exp" "$exp/head" --lr "$lr" --max-updates "$rest" --warmup-updates $((rest / 10)) "$@"; }
+  head_first "$exp" "$from" "$n" "$head_first_updates" finetune --lr "$lr" "$@"; }
 
 if stage 0 "Corpus" "$corpus_dir/.done"; then
   if [ "$mini" = true ]; then
