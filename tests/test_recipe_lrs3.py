@@ -13,7 +13,8 @@ import torch
 from conftest import THREADS, assert_stages, run_recipe
 
 SMOKE = ["--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--video-size", "16",
-         "--pt-updates", "6", "--pt-decoder", "1 32 2", "--mid-updates", "6", "--mid-head-first", "2", "--ft-updates", "6", "--valid-every", "4",
+         "--pt-updates", "6", "--pt-decoder", "1 32 2", "--mid-updates", "6", "--mid-head-first", "2",
+         "--ft-updates", "6", "--valid-every", "4",
          "--vocab-size", "60", "--mid-vocab-size", "60", "--max-duration", "30", "--threads", THREADS]
 
 
@@ -75,9 +76,9 @@ def test_mid_training_trains_its_decoder_first_on_the_frozen_pretrained_encoder(
     """From a pre-trained encoder, mid-training's first --mid-head-first updates leave the encoder bit-identical to
     the pre-trained one (in exp/mid-*/head), the rest train it; the budget is --mid-updates in all. From scratch
     (none) there is no such phase."""
-    exp = recipe_run[0] / "exp"
     from icefall_ext.train.checkpoint import epoch_checkpoints
 
+    exp = recipe_run[0] / "exp"
     last = lambda d: torch.load(epoch_checkpoints(d)[-1][1], map_location="cpu", weights_only=False)  # noqa: E731
     pretrained = encoder_state(epoch_checkpoints(exp / "pt-mae")[-1][1])
     head, final = last(exp / "mid-mae-it" / "head"), last(exp / "mid-mae-it")

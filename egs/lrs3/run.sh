@@ -227,11 +227,11 @@ if stage 5 "Mid-training: speech translation en->{$mid_langs} from each encoder"
       [ -f exp/mid-$v-$l/.done ] && continue
       data=(--lang-dir data/lang_bpe_${mid_vocab_size}_$l --train-cuts "$(mustc_cuts $l train)"
             --valid-cuts "$(mustc_cuts $l dev)")
-      if [ "$v" = none ] || [ "$mid_head_first" -le 0 ]; then
-        mid_train exp/mid-$v-$l none $(init_of $v) --max-updates "$mid_updates" \
-          --warmup-updates $((mid_updates / 10)) "${data[@]}"
+      from=none; [ "$v" = none ] || from=exp/pt-$v
+      if [ "$from" = none ] || [ "$mid_head_first" -le 0 ]; then
+        mid_train exp/mid-$v-$l "$from" --max-updates "$mid_updates" --warmup-updates $((mid_updates / 10)) "${data[@]}"
       else  # the new decoder and CTC layer first learn on the frozen pre-trained encoder (exp/mid-$v-$l/head)
-        head_first exp/mid-$v-$l exp/pt-$v "$mid_updates" "$mid_head_first" mid_train "${data[@]}"
+        head_first exp/mid-$v-$l "$from" "$mid_updates" "$mid_head_first" mid_train "${data[@]}"
       fi
       mark_done exp/mid-$v-$l/.done
     done
