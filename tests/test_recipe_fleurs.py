@@ -16,7 +16,7 @@ LANGS = ["en_us", "de_de", "fi_fi"]
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.05", "--preset", "conformer-tiny", "--max-duration", "40",
     "--languages", " ".join(LANGS), "--pretrain-updates", "12", "--ctc-updates", "8", "--lid-updates", "6",
-    "--valid-every", "6", "--num-codes", "64", "--ft-updates", "4", "--head-first-updates", "3",
+    "--valid-every", "6", "--num-codes", "64", "--ft-updates", "4", "--ns-updates", "4", "--head-first-updates", "3",
     "--threads", THREADS,
 ]
 
@@ -53,7 +53,7 @@ def test_all_stages_run(recipe_run):
 
 
 def test_head_first_fine_tuning(recipe_run):
-    """From BEST-RQ the CTC, LID and noisy-student runs first train their new output layer alone on the frozen encoder (the encoder
+    """From BEST-RQ the CTC and LID runs first train their new output layer alone on the frozen encoder (the encoder
     leaves that phase bit-identical to the pre-trained one), then all weights; the budget is the same as from scratch."""
     import torch
 
@@ -62,7 +62,7 @@ def test_head_first_fine_tuning(recipe_run):
     exp = recipe_run[0] / "exp"
     last = lambda d: torch.load(epoch_checkpoints(d)[-1][1], weights_only=True)  # noqa: E731
     pretrained = last(exp / "bestrq-16")["model"]
-    for run in ("ctc-bestrq-16", "lid-bestrq-16", "ns-1"):
+    for run in ("ctc-bestrq-16", "lid-bestrq-16"):
         head, final = last(exp / run / "head"), last(exp / run)
         encoder = [k for k in head["model"] if k.startswith("encoder.")]
         assert encoder and all(torch.equal(head["model"][k], pretrained[k]) for k in encoder), run
@@ -103,7 +103,17 @@ def test_usm_methods_stages(recipe_run):
     assert report["counts"]["total"] > 0 and "per_language" in report  # a smoke-scale teacher may emit only blanks
     quality = json.loads((work / "data/pl/ns-1/pl_quality.json").read_text())
     assert quality["num_utts"] == report["counts"]["total"] and "kept" in quality
-    assert (exp / "ns-1/decode/summary-test-ctc-greedy.json").is_file()
+    # the student continues from its teacher (the adapter model), every weight trained; the control is the same
+    # run without the pseudo-labels
+    student, control = (json.loads((exp / n / "train_config.json").read_text()) for n in ("ns-1", "ns-labelled-only"))
+    assert student["init_from"].startswith("exp/ft-adapters/") and student["max_updates"] == 4
+    assert not student["freeze_encoder"] and student["trainable_parameters"] == student["parameters"]
+    assert json.loads((exp / "ns-1/model_config.json").read_text())["adapters"]["languages"] == sorted(LANGS)
+    assert student["spec_augment"] and student["mix_cuts"] == ["data/pl/ns-1/pl_cuts.jsonl.gz"]
+    differ = {k for k in student if student[k] != control.get(k)}
+    assert differ == {"exp_dir", "mix_cuts", "mix_ratio"} and control["mix_cuts"] == [], differ
+    for run in ("ns-1", "ns-labelled-only"):
+        assert (exp / run / "decode/summary-test-ctc-greedy.json").is_file()
     assert (exp / "ft-adapters/sherpa-decode").is_dir()
 
 
