@@ -17,13 +17,18 @@ from icefall_ext.decode.results import NOT_CONVERGED
 from icefall_ext.report import draw_curves, fmt, load_json, mean, stage_time_section, validation_curve
 
 
+def greedy_summary(exp: Path, name: str, split: str) -> Optional[dict]:
+    """The summary of run ``name``'s greedy CTC decode of ``split`` (None when it was not decoded)."""
+    return load_json(exp / name / "decode" / f"summary-{split}-ctc-greedy.json")
+
+
 def cer_rows(exp: Path, split: str, languages: List[str], arms: List[Tuple[str, str]],
              extra: Optional[Callable[[str], str]] = None) -> List[str]:
     """One row per model dir of ``arms`` (dir, description): macro-average CER and CER per language of its greedy
     CTC decode of ``split``; a collapsed model is marked instead. ``extra(dir)``: a cell after the description."""
     rows = []
     for name, desc in arms:
-        s = load_json(exp / name / "decode" / f"summary-{split}-ctc-greedy.json")
+        s = greedy_summary(exp, name, split)
         if s is None:
             continue
         head = f"| {desc} | " + (f"{extra(name)} | " if extra else "")
@@ -92,7 +97,7 @@ def noisy_student_section(exp: Path, languages: List[str], teacher: str, generat
             + [(f"ns-{g}", f"student, generation {g}") for g in range(1, generations + 1)])
 
     def dev_avg(name: str) -> str:
-        per = (load_json(exp / name / "decode" / "summary-dev-ctc-greedy.json") or {}).get("per_language_cer", {})
+        per = (greedy_summary(exp, name, "dev") or {}).get("per_language_cer", {})
         return fmt(mean([per.get(lang) for lang in languages]))
 
     rows = cer_rows(exp, "test", languages, arms, dev_avg)
