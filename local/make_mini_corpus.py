@@ -149,10 +149,6 @@ TRAIN_VOICES = VoicePool(_TRAIN_VARIANTS, _PITCHES, _SPEEDS)
 DEV_VOICES = VoicePool(("m5", "f3"), _PITCHES, _SPEEDS)
 TEST_VOICES = VoicePool(("m7", "f5"), _PITCHES, _SPEEDS)
 UNLABELLED_VOICES = VoicePool(_TRAIN_VARIANTS + ("m8",), _PITCHES, _SPEEDS)
-# FLEURS's untranscribed pool: voices the transcribed training set lacks (the dev/test
-# variants and m8, never a dev/test speaker itself), as in-domain unlabelled audio brings
-# new speakers; noisy-student training is for learning their conditions from pseudo-labels.
-FLEURS_UNLABELLED_VOICES = VoicePool(("m5", "f3", "m7", "f5", "m8"), _PITCHES, _SPEEDS)
 # LibriSpeech "other" sets: the held-out variants at extreme pitch and speed.
 _EXTREME_PITCHES = (20, 25, 75, 80)
 _EXTREME_SPEEDS = (115, 120, 210, 220, 230)
@@ -244,19 +240,12 @@ def make_speakers(
     pool: VoicePool,
     count: int,
     speaker_id: Callable[[str, int, int], str],
-    avoid: Iterable[Speaker] = (),
 ) -> List[Speaker]:
-    """``count`` distinct voice/pitch/speed combinations, cycling over the pool's variants;
-    none repeats a speaker of ``avoid`` (same voice, pitch and speed)."""
+    """``count`` distinct voice/pitch/speed combinations, cycling over the pool's variants."""
     spec = LANGUAGES[language]
-    taken = {(s.espeak_voice, s.pitch, s.speed) for s in avoid}
     combos = {}
     for variant in pool.variants:
-        options = [
-            ((base_voice, accent), pitch, speed)
-            for (base_voice, accent), pitch, speed in itertools.product(spec.accents, pool.pitches, pool.speeds)
-            if (f"{base_voice}+{variant}", pitch, speed) not in taken
-        ]
+        options = list(itertools.product(spec.accents, pool.pitches, pool.speeds))
         rng.shuffle(options)
         combos[variant] = options
     speakers = []
@@ -801,8 +790,7 @@ def plan_fleurs(seed: int, scale: float) -> Tuple[List[FleursClip], List[Speaker
                     path = f"fleurs/{code}/{split}/{next(file_number)}.wav"
                     clips.append(FleursClip(ClipSpec(path, 16000, "wav", (segment,)), code, split, prompt_id))
         rng = rng_for(seed, "fleurs", code, "unlabelled")
-        speakers = make_speakers(rng, language, "unlabelled", FLEURS_UNLABELLED_VOICES, 6, speaker_id,
-                                 avoid=[s for s in all_speakers if s.language == language])
+        speakers = make_speakers(rng, language, "unlabelled", UNLABELLED_VOICES, 6, speaker_id)
         all_speakers += speakers
         for number in range(scaled(FLEURS_UNLABELLED, scale)):
             segment = SegmentSpec(rng.choice(speakers), text.passage(rng, 60), rng.uniform(5.0, 15.0),
