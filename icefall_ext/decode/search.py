@@ -32,6 +32,8 @@ def resolve_method(model, method: str) -> str:
         raise ValueError("--method streaming-greedy needs a causal (chunked) encoder with a transducer")
     if method == "streaming-greedy" and getattr(model, "adapters", None) is not None:
         raise ValueError("--method streaming-greedy does not support per-language adapters (offline methods do)")
+    if method == "streaming-greedy" and getattr(model, "layer_mix", None) is not None:
+        raise ValueError("--method streaming-greedy does not support a layer mix (offline methods do)")
     if method not in METHODS:
         raise ValueError(f"unknown decoding method {method!r}; choose from {METHODS}")
     return method

@@ -274,6 +274,8 @@ def export_model(
     if len(token_table) != model.vocab_size:
         raise ValueError(f"the token table has {len(token_table)} symbols but the model's vocabulary is "
                          f"{model.vocab_size}")
+    if getattr(model, "layer_mix", None) is not None:
+        raise ValueError("ONNX export of a model whose heads read a layer mix (layer_mix) is not supported")
     model = model.to("cpu").eval()
     metadata = {}
     adapters = getattr(model, "adapters", None)

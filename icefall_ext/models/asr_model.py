@@ -14,7 +14,9 @@ class AsrModel(nn.Module):
     optional CTC (``ctc_head_layers``: Transformer layers inside the CTC head, see
     :class:`~icefall_ext.models.heads.CtcHead`), language-ID and stateless-transducer heads, and optional
     per-language residual adapters on the encoder's blocks (``adapters={"languages": [...], "bottleneck": B, "activation": "relu"}``, see
-    :mod:`icefall_ext.models.adapters`; ``self.adapters`` is a sibling of ``self.encoder``, not inside it).
+    :mod:`icefall_ext.models.adapters`; ``self.adapters`` is a sibling of ``self.encoder``, not inside it), and
+    optionally (``layer_mix``) a learnt mix of all the encoder's hidden states as the heads' input
+    (:mod:`icefall_ext.models.layer_mix`, ``self.layer_mix``, also a sibling).
 
     ``forward`` returns summed (reduction="sum") losses; the trainer weights and normalises them.
     """
@@ -33,6 +35,7 @@ class AsrModel(nn.Module):
         blank_id: int = 0,
         adapters: Optional[dict] = None,
         ctc_head_layers: int = 0,
+        layer_mix: bool = False,
     ) -> None:
         super().__init__()
         if not (use_ctc or use_transducer or num_languages > 0):
@@ -55,12 +58,23 @@ class AsrModel(nn.Module):
             from icefall_ext.models.adapters import EncoderAdapters
 
             self.adapters = EncoderAdapters(encoder, **adapters)
+        self.layer_mix = None
+        if layer_mix:
+            from icefall_ext.models.layer_mix import LayerMix
+
+            self.layer_mix = LayerMix(encoder)
 
     def forward_encoder(self, x: Tensor, x_lens: Tensor, lang: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Features (N, T, F), lengths (N,) -> encoder output (N, T', D) and lengths (N,).
 
         ``lang`` (N,) int64: each utterance's language id (the LID head's indices), which routes it through
-        that language's adapters (-1: no adapter). Ignored without adapters; required with them."""
+        that language's adapters (-1: no adapter). Ignored without adapters; required with them. With a layer mix
+        the output is the mix of the encoder's hidden states."""
+        if self.layer_mix is not None:
+            return self.layer_mix.run(self.encoder, lambda: self._run_encoder(x, x_lens, lang))
+        return self._run_encoder(x, x_lens, lang)
+
+    def _run_encoder(self, x: Tensor, x_lens: Tensor, lang: Optional[Tensor]) -> tuple[Tensor, Tensor]:
         if self.adapters is None:
             return self.encoder(x, x_lens)
         with self.adapters.route(lang.to(x.device) if isinstance(lang, Tensor) else lang):

@@ -6,12 +6,14 @@ A config looks like::
      "vocab_size": V, "num_languages": L, "use_ctc": bool, "use_transducer": bool,
      "decoder_dim": int, "joiner_dim": int, "context_size": int,
      "adapters": {"languages": [...], "bottleneck": B, "activation": "relu" | "gelu"},   (optional)
-     "ctc_head_layers": N}   (optional, default 0)
+     "ctc_head_layers": N,   (optional, default 0)
+     "layer_mix": bool}      (optional, default false)
 
 ``adapters``: per-language residual adapters on every encoder block (:mod:`icefall_ext.models.adapters`);
 ``bottleneck`` may be replaced by ``fraction`` (parameters of one language's adapters / encoder parameters),
 but saved configs store the resolved ``bottleneck``. ``ctc_head_layers``: Transformer layers inside the CTC head
-(a small trainable decoder on a frozen encoder; 0: the linear head of older checkpoints).
+(a small trainable decoder on a frozen encoder; 0: the linear head of older checkpoints). ``layer_mix``: the heads
+read a learnt mix of all the encoder's hidden states (:mod:`icefall_ext.models.layer_mix`).
 
 Presets are named ``<encoder>-<size>`` with sizes ``tiny`` (tests), ``mini`` (CPU, mini corpus)
 and ``medium`` (real data, about 65M parameters with transducer heads).
@@ -63,7 +65,7 @@ ATTENTION_KEYS = ("attention", "attention_chunk_frames", "attention_left", "atte
 
 _HEAD_KEYS = ("use_ctc", "use_transducer", "decoder_dim", "joiner_dim", "context_size")
 _REQUIRED_KEYS = ("encoder", "encoder_kwargs", "feature_dim", "vocab_size", "num_languages") + _HEAD_KEYS
-_OPTIONAL_HEAD_KEYS = ("ctc_head_layers",)
+_OPTIONAL_HEAD_KEYS = ("ctc_head_layers", "layer_mix")
 _ENCODER_KEYS = ("encoder", "encoder_kwargs", "feature_dim")
 
 
@@ -86,7 +88,7 @@ def model_config_from_preset(
     """Config dict for preset ``name``.
 
     ``overrides`` may set any head key (use_ctc, use_transducer, decoder_dim, joiner_dim,
-    context_size, ctc_head_layers) or ``encoder_kwargs`` (a dict merged into the preset's encoder kwargs).
+    context_size, ctc_head_layers, layer_mix) or ``encoder_kwargs`` (a dict merged into the preset's encoder kwargs).
     """
     encoder, _, size = name.partition("-")
     if encoder not in ENCODERS or size not in SIZES:
@@ -201,6 +203,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         context_size=config["context_size"],
         adapters=resolve_adapters(config.get("adapters"), encoder),
         ctc_head_layers=config.get("ctc_head_layers", 0),
+        layer_mix=config.get("layer_mix", False),
     )
 
 
