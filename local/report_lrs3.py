@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from icefall_ext.decode.results import NOT_CONVERGED, rate_cell
 from icefall_ext.report import fmt, load_json, stage_time_section, validation_records
@@ -34,6 +34,28 @@ def asr_cell(exp: Path, sets: List[str], method: str) -> str:
         else:
             cells.append(f"{rate_cell(summary, 'cer', 1)} / {rate_cell(summary, 'wer', 1)}")
     return " ; ".join(cells)
+
+
+def layer_mix_rows(exp: Path, arms: List[Tuple[str, str]]) -> List[str]:
+    """Per fine-tuned arm (``asr-<pre-training>-<mid-training>``), the learnt weights of its layer mix (%), state 0
+    being the encoder's input embedding and state i the output of block i; no rows without a layer mix."""
+    import torch
+
+    from icefall_ext.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    rows = []
+    for v, m in arms:
+        path = latest_checkpoint(exp / f"asr-{v}-{m}")
+        weights = None if path is None else load_checkpoint(path)["model"].get("layer_mix.weights")
+        if weights is not None:
+            mid = "no mid-training" if m == "none" else f"mid-trained en->{m}"
+            rows.append(f"| {PRETRAIN.get(v, v)} | {mid} | "
+                        + " | ".join(f"{100 * w:.0f}" for w in torch.softmax(weights.float(), 0).tolist()) + " |")
+    if not rows:
+        return []
+    num_states = rows[0].count("|") - 3
+    return ["| pre-training | mid-training | " + " | ".join(["input"] + [f"block {i}" for i in range(1, num_states)])
+            + " |", "|---|---|" + "---|" * num_states, *rows]
 
 
 def pretraining_rows(exp: Path, variants: List[str]) -> List[str]:
@@ -96,6 +118,11 @@ def main() -> None:
     if a.mid_langs:
         lines += ["## Mid-training: speech translation on MuST-C (tst-COMMON, sacrebleu 13a, beam search)", "",
                   *bleu, ""]
+    mix = layer_mix_rows(a.exp, [(v, m) for v in pts for m in mids])
+    if mix:
+        lines += ["## Which encoder layers the frozen-encoder heads read (learnt layer mix, %)", "",
+                  "Each head reads a softmax-weighted sum of the frozen encoder's normalised hidden states (SUPERB); "
+                  "the weights start equal and are learnt with the head.", "", *mix, ""]
     pre = pretraining_rows(a.exp, a.pt_variants)
     if pre:
         lines += ["## What the audio-visual pre-training learned (held-out LRS3 clips)", "",

@@ -15,7 +15,8 @@ from conftest import THREADS, assert_stages, run_recipe
 SMOKE = ["--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--video-size", "16",
          "--pt-updates", "6", "--pt-decoder", "1 32 2", "--mid-updates", "6", "--mid-head-first", "2",
          "--ft-updates", "6", "--valid-every", "4",
-         "--vocab-size", "60", "--mid-vocab-size", "60", "--max-duration", "30", "--threads", THREADS]
+         "--vocab-size", "60", "--mid-vocab-size", "60", "--max-duration", "30", "--layer-mix", "true",
+         "--threads", THREADS]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +54,15 @@ def test_all_stages_run(recipe_run, monkeypatch):
     asr = json.loads((work / "exp/asr-mae-none/model_config.json").read_text())
     chars = (work / "data/lang_char/tokens.txt").read_text().splitlines()
     assert asr["vocab_size"] == len(chars) and not (work / "data/lang_char/bpe.model").exists()  # mini: characters
+    assert asr["layer_mix"] is True and asr["ctc_head_layers"] == 2  # --layer-mix true, --head-layers' default
     results = (work / "RESULTS.md").read_text()
     for text in ("| pre-training | no mid-training | mid-trained en->it |", "| MAE + CLR |", "en->it BLEU",
                  "audio->video retrieval", "Wall time"):
         assert text in results, text
+    mix = [line for line in results.split("learnt layer mix")[1].splitlines() if line.startswith("| MAE + CLR |")]
+    assert len(mix) == 2  # no mid-training, mid-trained en->it
+    for row in mix:
+        assert 97 <= sum(int(c) for c in row.strip("|").split("|")[2:]) <= 103  # percentages, rounded
 
 
 @pytest.mark.parametrize("pt,mid", [("mae", "none"), ("mae+clr", "none"), ("mae", "it"), ("none", "it")])
@@ -70,6 +76,8 @@ def test_frozen_encoder_is_bit_identical_to_its_source(recipe_run, pt, mid):
     assert all(torch.equal(before[k], after[k]) for k in before)
     config = json.loads((asr / "train_config.json").read_text())
     assert config["freeze_encoder"] and config["trainable_parameters"] < config["parameters"]
+    mix = torch.load(max(asr.glob("epoch-*.pt")), map_location="cpu", weights_only=False)["model"]["layer_mix.weights"]
+    assert mix.abs().max() > 0  # the mix outside the frozen encoder was trained (it starts at zero)
 
 
 def test_mid_training_trains_its_decoder_first_on_the_frozen_pretrained_encoder(recipe_run):

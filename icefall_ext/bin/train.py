@@ -25,11 +25,12 @@ Examples::
     python -m icefall_ext.bin.train --task st --init-from exp/mslam --source-lang-dir data/lang_char ...
 
     # audio-visual pre-training (cuts with custom["video_frames"]; MAE and/or contrastive, icefall_ext.train.
-    # av_pretrain), then ASR on the frozen audio encoder with a small trainable decoder in the CTC head
+    # av_pretrain), then ASR on the frozen audio encoder with a small trainable decoder in the CTC head that reads
+    # a learnt mix of all the encoder's layers (layer_mix, icefall_ext.models.layer_mix)
     python -m icefall_ext.bin.train --pretrain av --av-objective mae+clr --exp-dir exp/av --train-cuts ... \\
         --valid-cuts ...
     python -m icefall_ext.bin.train --init-from exp/av --heads ctc --freeze-encoder true \\
-        --model-overrides '{"ctc_head_layers": 2}' --exp-dir exp/ctc --lang-dir data/lang_char ...
+        --model-overrides '{"ctc_head_layers": 2, "layer_mix": true}' --exp-dir exp/ctc --lang-dir data/lang_char ...
 
     # speech translation: --lang-dir holds the target BPE; --source-lang-dir the source characters (auxiliary CTC
     # weighted by --ctc-scale, and the text input of joint ST + MT with --mt-scale 5.0 [--mt-text pairs.tsv])
