@@ -43,17 +43,17 @@ def layer_mix_rows(exp: Path, arms: List[Tuple[str, str]]) -> List[str]:
 
     from icefall_ext.train.checkpoint import latest_checkpoint, load_checkpoint
 
-    rows = []
+    rows, num_states = [], 0
     for v, m in arms:
         path = latest_checkpoint(exp / f"asr-{v}-{m}")
         weights = None if path is None else load_checkpoint(path)["model"].get("layer_mix.weights")
         if weights is not None:
             mid = "no mid-training" if m == "none" else f"mid-trained en->{m}"
+            num_states = weights.numel()
             rows.append(f"| {PRETRAIN.get(v, v)} | {mid} | "
                         + " | ".join(f"{100 * w:.0f}" for w in torch.softmax(weights.float(), 0).tolist()) + " |")
     if not rows:
         return []
-    num_states = rows[0].count("|") - 3
     return ["| pre-training | mid-training | " + " | ".join(["input"] + [f"block {i}" for i in range(1, num_states)])
             + " |", "|---|---|" + "---|" * num_states, *rows]
 
