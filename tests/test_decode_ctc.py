@@ -3,6 +3,7 @@
 import itertools
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
@@ -326,3 +327,80 @@ def test_grid_search_picks_lm_weight_only_when_the_lm_helps(tmp_path):
     assert (best_alpha, best_beta) == (0.0, 0.0)
     assert all(errors[(a, b)] == 1 for a in (0.0, 0.3, 1.0) for b in (0.0, 1.0))
     assert errors[(2.0, 0.0)] > 1
+
+
+# ---- one LM per language (multilingual models) ----
+
+
+def test_parse_lm_specs_per_language_and_for_every_language(tmp_path):
+    from icefall_ext.decode.ngram import load_language_lms, parse_lm_specs
+
+    assert parse_lm_specs(["en_us=lm/en.arpa", "de=a=b.arpa", "dir/x=y.arpa"]) == {
+        "en_us": Path("lm/en.arpa"), "de": Path("a=b.arpa"), None: Path("dir/x=y.arpa")}
+    with pytest.raises(ValueError, match="two LMs for language en"):
+        parse_lm_specs(["en=a.arpa", "en=b.arpa"])
+    with pytest.raises(ValueError, match="every language"):
+        parse_lm_specs(["a.arpa", "b.arpa"])
+    with pytest.raises(FileNotFoundError, match="missing LM"):
+        load_language_lms([f"en={tmp_path / 'none.arpa'}"])
+
+
+def test_search_with_lms_by_language_uses_each_utterances_own(tmp_path):
+    from icefall_ext.decode.ngram import lm_for_language
+    from icefall_ext.decode.search import decode_ctc_log_probs
+
+    # the same ambiguous audio three times ("the ?at sat", acoustics prefer r over c) and a clear one
+    ambiguous = spell("the ") + [{"r": 0.5, "c": 0.4}] + spell("at sat")
+    log_probs, lens = spelled_log_probs([ambiguous, ambiguous, ambiguous, spell("a cat sat")])
+    cat_lm = NgramLm.from_arpa(train_ngram_lm(CAT_TEXT, 3, tmp_path / "cat.arpa"))
+    rat_lm = NgramLm.from_arpa(train_ngram_lm([s.replace("cat", "rat") for s in CAT_TEXT] * 3 + ["the cat ran"], 3,
+                                              tmp_path / "rat.arpa"))
+    languages = ["xx", "yy", "zz", "xx"]
+    kw = dict(beam=8, alpha=2.0, beta=0.0, token_table=WORD_TABLE)
+    texts = lambda hyps: [tokens_to_text(h, WORD_TABLE) for h in hyps]  # noqa: E731
+    routed = decode_ctc_log_probs(log_probs, lens, "ctc-beam", lm={"xx": cat_lm, "yy": rat_lm}, languages=languages,
+                                  **kw)
+    assert texts(routed) == ["the cat sat", "the rat sat", "the rat sat", "a cat sat"]  # zz: no LM at all
+    with_default = decode_ctc_log_probs(log_probs, lens, "ctc-beam", lm={"yy": rat_lm, None: cat_lm},
+                                        languages=languages, **kw)
+    assert texts(with_default) == ["the cat sat", "the rat sat", "the cat sat", "a cat sat"]
+    # each utterance decoded alone with the LM its language selects: the same hypotheses
+    lms = {"yy": rat_lm, None: cat_lm}
+    for n, language in enumerate(languages):
+        alone = ctc_prefix_beam_search(log_probs[n:n + 1, : int(lens[n])], lens[n:n + 1], 8,
+                                       lm=lm_for_language(lms, language), token_table=WORD_TABLE, alpha=2.0, beta=0.0)
+        assert alone[0] == with_default[n]
+    with pytest.raises(ValueError, match="language of every utterance"):
+        decode_ctc_log_probs(log_probs, lens, "ctc-beam", lm=lms, **kw)
+
+
+def test_grid_search_with_one_lm_per_utterance(tmp_path):
+    from icefall_ext.decode.lm_tuning import grid_search_alpha_beta
+
+    ambiguous = spell("the ") + [{"r": 0.5, "c": 0.4}] + spell("at sat")
+    log_probs, lens = spelled_log_probs([ambiguous, ambiguous])
+    cat_lm = NgramLm.from_arpa(train_ngram_lm(CAT_TEXT, 3, tmp_path / "cat.arpa"))
+    batches = [log_probs[0:1], log_probs[1:2]]
+    batch_lens = [lens[0:1], lens[1:2]]
+    grid = dict(alphas=[0.0, 2.0], betas=[0.0], beam=8)
+    # "cat" is right for both: with the LM on both, alpha 2 makes no error; on one only, one error is left
+    _, _, rows = grid_search_alpha_beta(batches, batch_lens, ["the cat sat"] * 2, WORD_TABLE, [cat_lm, cat_lm], **grid)
+    assert [r["errors"] for r in rows] == [2, 0]
+    _, _, rows = grid_search_alpha_beta(batches, batch_lens, ["the cat sat"] * 2, WORD_TABLE, [cat_lm, None], **grid)
+    assert [r["errors"] for r in rows] == [2, 1]
+    with pytest.raises(ValueError, match="LMs for 2 batches"):
+        grid_search_alpha_beta(batches, batch_lens, ["the cat sat"] * 2, WORD_TABLE, [cat_lm], **grid)
+
+
+def test_label_confidence_is_the_ctc_likelihood_per_token():
+    from icefall_ext.decode.ctc import ctc_label_confidence
+
+    log_probs = random_log_probs(5, [5, 4, 2], 3, scale=1.0)
+    lens = torch.tensor([5, 4, 2])
+    labels = [[1, 2], [2, 2, 1], [1, 1]]  # the last needs 3 frames (a blank between the repeats): impossible
+    confidence = ctc_label_confidence(log_probs, lens, labels)
+    for n in range(2):
+        exact = brute_force(log_probs[n, : int(lens[n])])[tuple(labels[n])]
+        assert confidence[n] == pytest.approx(exact / len(labels[n]), abs=1e-9)
+    assert confidence[2] is None
+    assert ctc_label_confidence(log_probs, lens, [[], [1], []])[0::2] == [None, None]

@@ -54,7 +54,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="st-beam: hypotheses ranked by log P / length ** this (0: raw log P)")
-    p.add_argument("--lm", type=Path, default=None, help="ARPA word n-gram for ctc-beam shallow fusion")
+    p.add_argument("--lm", nargs="+", default=[], metavar="[LANG=]ARPA",
+                   help="word n-gram(s) for ctc-beam shallow fusion: a bare ARPA for every utterance, or LANG=ARPA "
+                        "per language (the cut's supervision language; others fall back to a bare one, else none)")
     p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
     p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
     p.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
@@ -207,12 +209,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         tuned = json.loads(args.tuned_lm.read_text())
         alpha, beta = tuned["alpha"], tuned["beta"]
     lm = None
-    if args.lm is not None:
-        from ..decode.ngram import NgramLm
+    if args.lm:
+        from ..decode.ngram import load_language_lms
 
-        if not args.lm.is_file():
-            die(f"missing LM {args.lm}")
-        lm = NgramLm.from_arpa(args.lm)
+        try:
+            lm = load_language_lms(args.lm)
+        except (FileNotFoundError, ValueError) as e:
+            die(str(e))
     try:
         methods = [resolve_method(model, m) for m in args.method]
     except ValueError as e:
@@ -242,7 +245,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 for m in batch_methods:
                     hyps = decode_encoder_output(model, enc.float(), enc_lens, m, beam=args.beam,
                                                  lm=lm if m == "ctc-beam" else None, alpha=alpha, beta=beta,
-                                                 token_table=tokenizer.token_table)
+                                                 token_table=tokenizer.token_table,
+                                                 languages=[langs[c] for c in batch["cut_ids"]])
                     for cid, ref, h in zip(batch["cut_ids"], batch["texts"], hyps):
                         results[m].append((cid, ref, tokenizer.decode(h)))
         elapsed = time.time() - t0
@@ -258,7 +262,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 extra["per_duration_utts"] = {k: v.num_utts for k, v in by_dur.per_language.items()}
             write_results(out_dir, f"{name}-{m}{'-lm' if with_lm else ''}{args.tag}", res,
                           [langs[c] for c, _, _ in res], metric=metric, source=str(args.exp_dir), set_name=name,
-                          method=m, checkpoints=ckpt_desc, lm=str(args.lm) if with_lm else None, extra=extra)
+                          method=m, checkpoints=ckpt_desc, lm=" ".join(args.lm) if with_lm else None, extra=extra)
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     p.add_argument("--cuts", type=Path, required=True, help="dev set cut manifest")
-    p.add_argument("--lm", type=Path, required=True, help="ARPA file")
+    p.add_argument("--lm", nargs="+", required=True, metavar="[LANG=]ARPA",
+                   help="ARPA file, or LANG=ARPA per language (each utterance searched with its cut's language's LM; "
+                        "one alpha/beta for all)")
     p.add_argument("--alphas", type=floats, default=floats("0,0.25,0.5,0.75,1.0,1.5"))
     p.add_argument("--betas", type=floats, default=floats("0,0.5,1.0,2.0"))
     p.add_argument("--beam", type=int, default=8)
@@ -50,14 +52,18 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from ..data.tokenizer import load_tokenizer
     from ..decode.lm_tuning import grid_search_alpha_beta
-    from ..decode.ngram import NgramLm
+    from ..data.dataset import cut_language
+    from ..decode.ngram import load_language_lms, lm_for_language
     from ..train.checkpoint import load_averaged_model
     from ..data.dataset import iterate_batches
     from ..decode.search import encode_batch
 
-    for p in (args.cuts, args.lm):
-        if not p.is_file():
-            die(f"missing {p}")
+    if not args.cuts.is_file():
+        die(f"missing {args.cuts}")
+    try:
+        lms = load_language_lms(args.lm)
+    except (FileNotFoundError, ValueError) as e:
+        die(str(e))
     try:
         tokenizer = load_tokenizer(args.lang_dir)
         model, _, _ = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint)
@@ -65,8 +71,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         die(str(e))
     if model.ctc is None:
         die("LM tuning needs a model with a CTC head")
-    lm = NgramLm.from_arpa(args.lm)
-    log_probs, lens, refs = [], [], []
+    log_probs, lens, refs, utt_lms = [], [], [], []
     with torch.no_grad():
         for batch in iterate_batches(CutSet.from_file(args.cuts), args.max_duration):
             enc, enc_lens = encode_batch(model, batch, torch.device("cpu"))  # (routes adapters by language)
@@ -75,7 +80,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 log_probs.append(lp[i:i + 1, : int(enc_lens[i])])
                 lens.append(enc_lens[i:i + 1])
             refs.extend(batch["texts"])
-    alpha, beta, rows = grid_search_alpha_beta(log_probs, lens, refs, tokenizer.token_table, lm, args.alphas,
+            utt_lms.extend(lm_for_language(lms, cut_language(c)) for c in batch["cuts"])
+    alpha, beta, rows = grid_search_alpha_beta(log_probs, lens, refs, tokenizer.token_table, utt_lms, args.alphas,
                                                args.betas, beam=args.beam, metric=args.metric,
                                                num_jobs=args.num_jobs)
     best = next(r for r in rows if r["alpha"] == alpha and r["beta"] == beta)

@@ -75,6 +75,30 @@ def ctc_greedy_search_with_confidence(
     return tokens, confidences
 
 
+def ctc_label_confidence(
+    log_probs: torch.Tensor, lens: torch.Tensor, labels: Sequence[Sequence[int]], blank_id: int = 0
+) -> List[Optional[float]]:
+    """CTC log-likelihood of given labels per label token: ``log p_ctc(y | x) / |y|`` for each utterance.
+
+    ``log p_ctc(y | x)`` sums the probabilities of every alignment of ``y`` (the CTC forward algorithm,
+    :func:`torch.nn.functional.ctc_loss`), so it scores any label sequence, e.g. one an LM helped choose, by
+    the acoustic model alone. <= 0; ``None`` for an empty label or one the utterance is too short to align
+    (more frames needed than it has).
+    """
+    out: List[Optional[float]] = [None] * len(labels)
+    rows = [n for n, y in enumerate(labels) if y]
+    if not rows:
+        return out
+    lp = log_probs[rows].detach().double().cpu()
+    targets = torch.tensor([t for n in rows for t in labels[n]], dtype=torch.long)
+    target_lens = torch.tensor([len(labels[n]) for n in rows], dtype=torch.long)
+    nll = torch.nn.functional.ctc_loss(lp.transpose(0, 1), targets, lens[rows].cpu().long(), target_lens,
+                                       blank=blank_id, reduction="none", zero_infinity=False)
+    for n, value, size in zip(rows, nll.tolist(), target_lens.tolist()):
+        out[n] = -value / size if math.isfinite(value) else None
+    return out
+
+
 @dataclass(frozen=True)
 class _WordContext:
     """LM bookkeeping of a prefix: LM state after its closed words, the open word, their LM sum and count."""

@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import kaldialign
 import torch
@@ -33,8 +33,9 @@ def _decode_grid_point(point: Tuple[float, float]) -> int:
     alpha, beta = point
     errors = 0
     refs = iter(job["ref_units"])
-    for log_probs, lens in zip(job["log_probs"], job["lens"]):
-        for ids in ctc_prefix_beam_search(log_probs, lens, job["beam"], lm=job["lm"], token_table=job["token_table"],
+    lms = job["lm"] if isinstance(job["lm"], (list, tuple)) else [job["lm"]] * len(job["log_probs"])
+    for log_probs, lens, lm in zip(job["log_probs"], job["lens"], lms):
+        for ids in ctc_prefix_beam_search(log_probs, lens, job["beam"], lm=lm, token_table=job["token_table"],
                                           alpha=alpha, beta=beta, prune_topk=job["prune_topk"],
                                           token_min_logprob=job["token_min_logprob"]):
             hyp = _units(tokens_to_text(ids, job["token_table"]), job["metric"])
@@ -51,7 +52,7 @@ def grid_search_alpha_beta(
     lens_list: Sequence[torch.Tensor],
     refs: Sequence[str],
     token_table: Sequence[str],
-    lm: NgramLm,
+    lm: Union[NgramLm, Sequence[Optional[NgramLm]]],
     alphas: Sequence[float],
     betas: Sequence[float],
     beam: int = 8,
@@ -62,6 +63,7 @@ def grid_search_alpha_beta(
 ) -> Tuple[float, float, List[Dict[str, float]]]:
     """Decode every (N, T, V) batch with each (alpha, beta) and score against ``refs`` (in batch order).
 
+    ``lm``: one LM for every batch, or a list with each batch's (e.g. its language's; None: no LM).
     Returns ``(best_alpha, best_beta, rows)``; each row holds alpha, beta, errors, ref_len and error_rate.
     Ties go to the smaller alpha, then the smaller beta (alpha = 0 is plain prefix beam search).
     The beam search is single-threaded Python, so ``num_jobs`` > 1 decodes grid points in that many forked
@@ -73,6 +75,8 @@ def grid_search_alpha_beta(
     num_utts = sum(int(lens.numel()) for lens in lens_list)
     if num_utts != len(refs):
         raise ValueError(f"{num_utts} utterances but {len(refs)} references")
+    if isinstance(lm, (list, tuple)) and len(lm) != len(log_probs_list):
+        raise ValueError(f"{len(lm)} LMs for {len(log_probs_list)} batches")
     ref_units = [_units(ref, metric) for ref in refs]
     ref_len = sum(len(units) for units in ref_units)
     points = list(itertools.product(alphas, betas))

@@ -243,3 +243,34 @@ class NgramLm:
             logprob, state = self.score(word, state)
             total += logprob
         return total
+
+
+# One LM per language for a multilingual model: key = language code, None = every language without its own LM.
+LanguageLms = Dict[Optional[str], NgramLm]
+
+
+def parse_lm_specs(specs: Sequence[str]) -> Dict[Optional[str], Path]:
+    """``[LANG=]PATH`` items -> ``{language: path}``; a bare ``PATH`` serves every language (key ``None``)."""
+    paths: Dict[Optional[str], Path] = {}
+    for spec in specs:
+        language, sep, path = spec.partition("=")
+        key = language if sep and language and "/" not in language else None
+        path = path if key is not None else spec
+        if key in paths:
+            raise ValueError(f"two LMs for {'language ' + key if key else 'every language'}: {paths[key]} and {path}")
+        paths[key] = Path(path)
+    return paths
+
+
+def load_language_lms(specs: Sequence[str]) -> LanguageLms:
+    """The ARPA files of ``[LANG=]PATH`` items (:func:`parse_lm_specs`), loaded once each."""
+    paths = parse_lm_specs(specs)
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing LM {' '.join(missing)}")
+    return {key: NgramLm.from_arpa(path) for key, path in paths.items()}
+
+
+def lm_for_language(lms: LanguageLms, language: Optional[str]) -> Optional[NgramLm]:
+    """The language's own LM, else the one for every language, else None (decode without an LM)."""
+    return lms.get(language, lms.get(None)) if language is not None else lms.get(None)

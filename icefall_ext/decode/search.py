@@ -10,7 +10,7 @@ does (:func:`icefall_ext.export.streaming.online_greedy_search`); it works from 
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -42,7 +42,10 @@ def resolve_method(model, method: str) -> str:
 @torch.no_grad()
 def decode_encoder_output(model, enc: torch.Tensor, enc_lens: torch.Tensor, method: str = "auto", *,
                           beam: int = 4, lm=None, alpha: float = 0.5, beta: float = 1.0,
-                          token_table: Optional[List[str]] = None) -> List[List[int]]:
+                          token_table: Optional[List[str]] = None,
+                          languages: Optional[Sequence[Optional[str]]] = None) -> List[List[int]]:
+    """Token ids per utterance; ``lm`` (ctc-beam): one :class:`~.ngram.NgramLm`, or a dict of them by language
+    (:data:`~.ngram.LanguageLms`) with ``languages`` giving each utterance's."""
     method = resolve_method(model, method)
     if method == "greedy":
         from .transducer import greedy_search_batch
@@ -54,7 +57,7 @@ def decode_encoder_output(model, enc: torch.Tensor, enc_lens: torch.Tensor, meth
         return modified_beam_search(model, enc, enc_lens, beam=beam)
     log_probs = model.ctc_log_probs(enc, enc_lens).float()
     return decode_ctc_log_probs(log_probs, enc_lens, method, beam=beam, lm=lm, alpha=alpha, beta=beta,
-                                token_table=token_table)
+                                token_table=token_table, languages=languages)
 
 
 @torch.no_grad()
@@ -64,27 +67,54 @@ def decode_encoder_output_with_confidence(
     """:func:`decode_encoder_output` plus a confidence per utterance, for pseudo-label filtering.
 
     ``ctc-greedy`` (also when ``auto`` picks it): the greedy path's log-probability per emitted token
-    (:func:`icefall_ext.decode.ctc.ctc_greedy_search_with_confidence`). Other methods, transducer greedy
-    included, record no confidence yet: ``None`` for every utterance.
+    (:func:`icefall_ext.decode.ctc.ctc_greedy_search_with_confidence`). ``ctc-beam`` (with or without an LM):
+    the CTC log-likelihood of the chosen labels per token (:func:`icefall_ext.decode.ctc.ctc_label_confidence`),
+    acoustic evidence only, so an LM-fused label the audio does not support scores low. Transducer methods
+    record no confidence yet: ``None`` for every utterance.
     """
-    from .ctc import ctc_greedy_search_with_confidence
+    from .ctc import ctc_greedy_search_with_confidence, ctc_label_confidence
 
     method = resolve_method(model, method)
     if method == "ctc-greedy":
         return ctc_greedy_search_with_confidence(model.ctc_log_probs(enc, enc_lens).float(), enc_lens)
+    if method == "ctc-beam":
+        log_probs = model.ctc_log_probs(enc, enc_lens).float()
+        hyps = decode_ctc_log_probs(log_probs, enc_lens, method, **kwargs)
+        return hyps, ctc_label_confidence(log_probs, enc_lens, hyps)
+    kwargs.pop("languages", None)
     hyps = decode_encoder_output(model, enc, enc_lens, method, **kwargs)
     return hyps, [None] * len(hyps)
 
 
 def decode_ctc_log_probs(log_probs: torch.Tensor, lens: torch.Tensor, method: str = "ctc-greedy", *,
                          beam: int = 8, lm=None, alpha: float = 0.5, beta: float = 1.0,
-                         token_table: Optional[List[str]] = None) -> List[List[int]]:
+                         token_table: Optional[List[str]] = None,
+                         languages: Optional[Sequence[Optional[str]]] = None) -> List[List[int]]:
+    """Greedy or prefix beam search over (N, T, V) CTC log-probs. ``lm`` may be a dict of LMs by language
+    (:data:`~.ngram.LanguageLms`): each utterance is then searched with its language's LM (``languages``), or the
+    one for every language (key None), or none."""
     from .ctc import ctc_greedy_search, ctc_prefix_beam_search
+    from .ngram import lm_for_language
 
     if method == "ctc-greedy":
         return ctc_greedy_search(log_probs, lens)
-    return ctc_prefix_beam_search(log_probs, lens, beam=beam, lm=lm, token_table=token_table,
-                                  alpha=alpha, beta=beta)
+    if not isinstance(lm, dict):
+        return ctc_prefix_beam_search(log_probs, lens, beam=beam, lm=lm, token_table=token_table,
+                                      alpha=alpha, beta=beta)
+    if languages is None or len(languages) != log_probs.shape[0]:
+        raise ValueError("LMs by language need the language of every utterance")
+    groups: Dict[int, Tuple[object, List[int]]] = {}
+    for n, language in enumerate(languages):
+        chosen = lm_for_language(lm, language)
+        groups.setdefault(id(chosen), (chosen, []))[1].append(n)
+    hyps: List[Optional[List[int]]] = [None] * log_probs.shape[0]
+    for chosen, rows in groups.values():
+        index = torch.tensor(rows, device=log_probs.device)
+        for n, hyp in zip(rows, ctc_prefix_beam_search(log_probs[index], lens[index.to(lens.device)], beam=beam,
+                                                         lm=chosen, token_table=token_table, alpha=alpha,
+                                                         beta=beta)):
+            hyps[n] = hyp
+    return hyps
 
 
 _warned_no_adapter: set = set()
