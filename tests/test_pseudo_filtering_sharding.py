@@ -355,7 +355,13 @@ def test_decode_encoder_output_with_confidence_on_a_ctc_model():
     assert (hyps, conf) == ctc_greedy_search_with_confidence(enc.log_softmax(-1), lens)
     assert hyps == decode_encoder_output(model, enc, lens)
     hyps, conf = decode_encoder_output_with_confidence(model, enc, lens, "ctc-beam", beam=2)
-    assert hyps == decode_encoder_output(model, enc, lens, "ctc-beam", beam=2) and conf == [None, None]
+    assert hyps == decode_encoder_output(model, enc, lens, "ctc-beam", beam=2)
+    # beam labels: their CTC log-likelihood per token, here checked against torch's CTC loss by hand
+    for n, hyp in enumerate(hyps):
+        nll = torch.nn.functional.ctc_loss(enc.log_softmax(-1)[n:n + 1, : int(lens[n])].double().transpose(0, 1),
+                                           torch.tensor([hyp]), lens[n:n + 1], torch.tensor([len(hyp)]),
+                                           reduction="sum")
+        assert conf[n] == pytest.approx(-float(nll) / len(hyp), abs=1e-9) and conf[n] <= 0
 
 
 def test_merge_of_shards_keeps_confidence(tmp_path):
@@ -432,7 +438,8 @@ def test_label_shard_records_confidence(monkeypatch):
     monkeypatch.setattr(search, "encode_batch", lambda *args: (log_probs, lens))
     model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc, lens=None: enc)
     cuts = CutSet.from_cuts([_lang_cut("u0", 1.0, "", "de"), _lang_cut("u1", 1.0, None, "el")])
-    args = SimpleNamespace(max_duration=10.0, chunk_seconds=0.0, chunk_overlap_seconds=0.0)
+    args = SimpleNamespace(max_duration=10.0, chunk_seconds=0.0, chunk_overlap_seconds=0.0, method="auto", beam=4,
+                           alpha=0.5, beta=1.0)
     out = {c.id: c.supervisions[0] for c in label_shard(model, CharTokenizer(["<blk>", "a", "b", "c"]), cuts,
                                                          torch.device("cpu"), args)}
     hyps, confidences = ctc_greedy_search_with_confidence(log_probs, lens)
@@ -440,3 +447,39 @@ def test_label_shard_records_confidence(monkeypatch):
         assert out[cut_id].text == "".join("_abc"[t] for t in hyps[n]) != ""  # a None text is labelled too
         assert out[cut_id].custom["pl_confidence"] == confidences[n] and out[cut_id].custom["pseudo_label"]
     assert out["u1"].language == "el"
+
+
+def test_label_shard_with_beam_search_and_an_lm_per_language(monkeypatch, tmp_path):
+    """ctc-beam labels: each cut searched with its language's LM; confidence = CTC log-likelihood per token."""
+    from types import SimpleNamespace
+
+    import torch
+
+    import icefall_ext.data.dataset as dataset
+    import icefall_ext.decode.search as search
+    from icefall_ext.bin.pseudo_label import label_shard
+    from icefall_ext.data.tokenizer import CharTokenizer
+    from icefall_ext.decode.ctc import ctc_label_confidence
+    from icefall_ext.decode.ngram import NgramLm, train_ngram_lm
+
+    log_probs = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(3)).log_softmax(-1)
+    lens = torch.tensor([6, 4])
+    monkeypatch.setattr(dataset, "iterate_batches", lambda cuts, max_duration: iter([{"cut_ids": ["u1", "u0"]}]))
+    monkeypatch.setattr(search, "encode_batch", lambda *args: (log_probs, lens))
+    model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc, lens=None: enc)
+    cuts = CutSet.from_cuts([_lang_cut("u0", 1.0, "", "de"), _lang_cut("u1", 1.0, None, "el")])
+    tokenizer = CharTokenizer(["<blk>", "a", "b", "c"])
+    lms = {"de": NgramLm.from_arpa(train_ngram_lm(["ab", "cab", "ab"], 2, tmp_path / "de.arpa")),
+           "el": NgramLm.from_arpa(train_ngram_lm(["c", "cc", "bc"], 2, tmp_path / "el.arpa"))}
+    args = SimpleNamespace(max_duration=10.0, chunk_seconds=0.0, chunk_overlap_seconds=0.0, method="ctc-beam",
+                           beam=4, alpha=3.0, beta=0.0)
+    out = {c.id: c.supervisions[0] for c in label_shard(model, tokenizer, cuts, torch.device("cpu"), args, lms)}
+    hyps = search.decode_ctc_log_probs(log_probs, lens, "ctc-beam", beam=4, lm=lms, alpha=3.0, beta=0.0,
+                                       token_table=tokenizer.token_table, languages=["el", "de"])
+    assert hyps != search.decode_ctc_log_probs(log_probs, lens, "ctc-beam", beam=4, lm={"de": lms["el"],
+                                               "el": lms["de"]}, alpha=3.0, beta=0.0,
+                                               token_table=tokenizer.token_table, languages=["el", "de"])
+    confidences = ctc_label_confidence(log_probs, lens, hyps)
+    for n, cut_id in enumerate(["u1", "u0"]):
+        assert out[cut_id].text == "".join("_abc"[t] for t in hyps[n])
+        assert out[cut_id].custom["pl_confidence"] == confidences[n]

@@ -8,11 +8,19 @@
     python -m icefall_ext.bin.pseudo_label ... --num-shards 64 --shard-index $RANK
     python -m icefall_ext.bin.pseudo_label ... --num-shards 64 --merge-only
 
-Labels are greedy CTC (or transducer greedy) without an LM, the paper's final pseudo-labels; long utterances are
-decoded in stitched crops (--chunk-seconds). Shards are balanced by duration and written atomically, so a killed
-job leaves no shard a rerun would trust. Each label's supervision records ``custom["pl_confidence"]``: for greedy
-CTC the greedy path's log-probability per emitted token (sum of log p_t(best token) over its non-blank frames,
-divided by the number of output tokens; <= 0, higher is surer); transducer labels record none (null).
+Labels are greedy CTC (or transducer greedy) without an LM by default, the paper's final pseudo-labels; or CTC
+prefix beam search with word n-gram shallow fusion (--method ctc-beam --lm, one LM per language as LANG=ARPA: each
+utterance is searched with its cut's language's LM; noisy student's teachers label with an LM, Park et al. 2020).
+Long utterances are decoded in stitched crops (--chunk-seconds). Shards are balanced by duration and written
+atomically, so a killed job leaves no shard a rerun would trust. Each label's supervision records
+``custom["pl_confidence"]``, <= 0, higher is surer: for greedy CTC the greedy path's log-probability per emitted
+token (sum of log p_t(best token) over its non-blank frames, divided by the number of output tokens); for CTC beam
+search the CTC log-likelihood of the label per token (acoustic evidence only, the LM left out); transducer labels
+record none (null).
+
+    # labels from beam search with each language's LM, weights tuned on dev by tune_lm
+    python -m icefall_ext.bin.pseudo_label ... --method ctc-beam --lm en_us=data/lm/en_us.arpa \
+        de_de=data/lm/de_de.arpa --tuned-lm exp/ft-adapters/lm_tuning.json
 
 The merged, filtered set is ``<out-dir>/pl_cuts.jsonl.gz``: empty labels and labels longer than --max-tokens are
 dropped, and optionally (filtering options, all off by default) labels whose rate (non-space characters or words
@@ -59,6 +67,16 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-tsv", type=Path, nargs="*", default=[],
                    help="TSVs with columns id, text: score the pseudo-labels against them")
     p.add_argument("--device", default="auto")
+    d = p.add_argument_group("search")
+    d.add_argument("--method", choices=("auto", "ctc-greedy", "ctc-beam"), default="auto",
+                   help="auto: transducer greedy if the model has a transducer, else CTC greedy (default)")
+    d.add_argument("--lm", nargs="+", default=[], metavar="[LANG=]ARPA",
+                   help="word n-gram(s) for ctc-beam shallow fusion; LANG=ARPA per language (the cut's "
+                        "supervision language), a bare ARPA for every language without its own")
+    d.add_argument("--beam", type=int, default=8)
+    d.add_argument("--alpha", type=float, default=0.5, help="LM weight")
+    d.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    d.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
     f = p.add_argument_group("pseudo-label filtering (applied at merge time; optional rules off by default)")
     f.add_argument("--rate-unit", choices=("char", "word"), default="char",
                    help="unit of the label rate: non-space characters or words per second of the cut "
@@ -110,15 +128,16 @@ def rate_bounds_from_args(args):
         die(str(e))
 
 
-def label_shard(model, tokenizer, cuts, device, args):
-    """The shard's cuts with their supervision text replaced by the model's greedy hypothesis, and its confidence
-    in ``custom["pl_confidence"]`` (:func:`~icefall_ext.decode.search.decode_encoder_output_with_confidence`)."""
+def label_shard(model, tokenizer, cuts, device, args, lms=None):
+    """The shard's cuts with their supervision text replaced by the model's hypothesis (--method; ``lms``: LMs by
+    language for ctc-beam), and its confidence in ``custom["pl_confidence"]``
+    (:func:`~icefall_ext.decode.search.decode_encoder_output_with_confidence`)."""
     from lhotse import CutSet
     from lhotse.utils import fastcopy
     from tqdm import tqdm
 
     from ..decode.search import decode_encoder_output_with_confidence, encode_batch
-    from ..data.dataset import iterate_batches
+    from ..data.dataset import cut_language, iterate_batches
 
     by_id = {c.id: c for c in cuts}
     out = []
@@ -126,7 +145,10 @@ def label_shard(model, tokenizer, cuts, device, args):
         for batch in tqdm(iterate_batches(cuts, args.max_duration), desc="pseudo-label", mininterval=5.0):
             enc, enc_lens = encode_batch(model, batch, device, int(args.chunk_seconds * 100),
                                          int(args.chunk_overlap_seconds * 100))
-            hyps, confidences = decode_encoder_output_with_confidence(model, enc, enc_lens, "auto")
+            languages = [cut_language(by_id[cid]) for cid in batch["cut_ids"]]
+            hyps, confidences = decode_encoder_output_with_confidence(
+                model, enc, enc_lens, args.method, beam=args.beam, lm=lms or None, alpha=args.alpha,
+                beta=args.beta, token_table=tokenizer.token_table, languages=languages)
             for cid, hyp, confidence in zip(batch["cut_ids"], hyps, confidences):
                 cut = by_id[cid]
                 sup = cut.supervisions[0].with_custom("pseudo_label", True).with_custom("pl_confidence", confidence)
@@ -163,6 +185,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from lhotse import CutSet
 
     from ..data.tokenizer import load_tokenizer
+    from ..decode.ngram import load_language_lms
     from ..pseudo.filtering import filter_pseudo_labels
     from ..pseudo.sharding import merge_shards, shard_path, shard_paths, split_for_ranks, write_shard
     from ..train.checkpoint import load_averaged_model
@@ -174,6 +197,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         die(f"--shard-index must be in [0, {args.num_shards})")
     if args.keep_fraction is not None and not 0 < args.keep_fraction <= 1:
         die(f"--keep-fraction must be in (0, 1], got {args.keep_fraction}")
+    if args.lm and args.method != "ctc-beam":
+        die("--lm is used by --method ctc-beam only")
+    if args.tuned_lm:
+        if not args.tuned_lm.is_file():
+            die(f"missing {args.tuned_lm}")
+        tuned = json.loads(args.tuned_lm.read_text())
+        args.alpha, args.beta = tuned["alpha"], tuned["beta"]
     cuts = CutSet.from_cuts(c for p in args.cuts for c in CutSet.from_file(p)).to_eager()
     tokenizer = load_tokenizer(args.lang_dir)
     if not args.merge_only:
@@ -186,9 +216,16 @@ def main(argv: Optional[List[str]] = None) -> None:
                 model, _, paths = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint, device)
             except FileNotFoundError as e:
                 die(str(e))
+            try:
+                lms = load_language_lms(args.lm) if args.lm else {}
+            except (FileNotFoundError, ValueError) as e:
+                die(str(e))
+            if lms:
+                logger.info("ctc-beam (beam %d) with LMs for %s, alpha %.2f beta %.2f", args.beam,
+                            ", ".join(k or "every other language" for k in lms), args.alpha, args.beta)
             shards = split_for_ranks(cuts, args.num_shards)
             for i in todo:
-                labelled = label_shard(model, tokenizer, shards[i], device, args)
+                labelled = label_shard(model, tokenizer, shards[i], device, args, lms)
                 write_shard(labelled, args.out_dir, i)
                 logger.info("shard %d/%d: %d cuts labelled with %s", i, args.num_shards, len(labelled),
                             ",".join(p.name for p in paths))
