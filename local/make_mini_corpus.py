@@ -831,7 +831,39 @@ def build_fleurs(out: Path, seed: int, scale: float, num_jobs: int) -> Summary:
             write_lines(out / "fleurs" / "metadata" / code / f"{split}.tsv",
                         ["\t".join(str(v) for v in row) for row in table])
     write_speakers(out / "mini_speakers_fleurs.tsv", speakers)
+    write_fleurs_lm_text(out, seed, scale)
     return summary
+
+
+FLEURS_LM_SENTENCES = 5000  # per language
+FLEURS_LM_KEY_WORDS = 3  # an LM sentence is left out if its first words (up to this many) are heard in any clip
+
+
+def fleurs_spoken_texts(out: Path, code: str) -> List[str]:
+    """Lower-case, period-free text of every clip of ``code``: FLEURS train/dev/test and the untranscribed pool."""
+    texts = []
+    for split in ("train", "dev", "test"):
+        if (out / "fleurs" / "metadata" / code / f"{split}.tsv").is_file():
+            texts += fleurs_transcriptions(out, code, split)
+    pool = out / "unlabelled" / code / "reference_transcripts.tsv"
+    if pool.is_file():
+        rows = pool.read_text(encoding="utf-8").splitlines()[1:]
+        texts += [row.split("\t", 1)[1].lower().replace(".", "") for row in rows if "\t" in row]
+    return texts
+
+
+def write_fleurs_lm_text(out: Path, seed: int, scale: float) -> None:
+    """``fleurs_lm/<code>.txt``: LM text per language (one lower-case sentence per line), as a real recipe takes
+    from a text corpus (FLEURS ships none): training-split sentences of the language's text source, none of which
+    begins like anything a clip says (the pool's sentences included, so labelling the pool with the LM is not
+    reading its answers; dev/test sentences are in other splits anyway). Word languages: fresh Zipf sentences."""
+    for code, (language, _) in FLEURS_LANGUAGES.items():
+        heard = " | ".join(fleurs_spoken_texts(out, code))
+        count = scaled(FLEURS_LM_SENTENCES, scale, 50)
+        candidates = text_source(language).lm_sentences(rng_for(seed, "fleurs", code, "lm"), 2 * count, ())
+        kept = [" ".join(words) for words in candidates
+                if f" {' '.join(words[:FLEURS_LM_KEY_WORDS])}" not in f" {heard}"][:count]
+        write_lines(out / "fleurs_lm" / f"{code}.txt", kept)
 
 
 # ---------------------------------------------------------------------------

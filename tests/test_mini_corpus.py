@@ -357,6 +357,29 @@ def test_fleurs_layout_read_by_lhotse(corpora, tmp_path):
     assert max(readers.values()) >= 2 and min(readers.values()) == 1  # 1-3 readers per prompt
 
 
+def test_fleurs_lm_text_is_real_text_none_of_it_heard(corpora):
+    """fleurs_lm/<code>.txt: sentences of the language (real ones where fortunes ship them), and none begins with
+    the first words of any sentence a FLEURS clip or the untranscribed pool says (checked against the written
+    transcripts, independently of how the generator excludes them)."""
+    for code, (language, _) in mmc.FLEURS_LANGUAGES.items():
+        lines = (corpora / "fleurs_lm" / f"{code}.txt").read_text(encoding="utf-8").splitlines()
+        count = mmc.scaled(mmc.FLEURS_LM_SENTENCES, SCALE, 50)  # fewer where a fortunes package runs out
+        assert len(lines) == count or (language in SENTENCE_LANGS and count // 2 < len(lines) < count), code
+        assert len(set(lines)) > 0.9 * len(lines)
+        heard = [mmc.fleurs_transcriptions(corpora, code, split) for split in ("train", "dev", "test")]
+        sentences = [t for texts in heard for t in texts]
+        pool = (corpora / "unlabelled" / code / "reference_transcripts.tsv").read_text(encoding="utf-8")
+        for row in pool.splitlines()[1:]:
+            sentences += [s.strip().lower() for s in row.split("\t")[1].split(".") if s.strip()]
+        starts = {" ".join(s.split()[:3]) for s in sentences}
+        for line in lines:
+            assert line == line.lower() and " ".join(line.split()[:3]) not in starts, (code, line)
+            assert_real_words(line, language)
+        if language in SENTENCE_LANGS:
+            text = fortunes_text(language)
+            assert sum(f" {line} " in f" {text} " for line in lines[:20]) == 20  # whole fortune sentences
+
+
 # ---------------------------------------------------------------------------
 # FLEURS long-form evaluation set (USM §2.4 / Table 7)
 
