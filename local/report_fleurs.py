@@ -17,18 +17,20 @@ from icefall_ext.decode.results import NOT_CONVERGED
 from icefall_ext.report import draw_curves, fmt, load_json, mean, stage_time_section, validation_curve
 
 
-def greedy_summary(exp: Path, name: str, split: str) -> Optional[dict]:
-    """The summary of run ``name``'s greedy CTC decode of ``split`` (None when it was not decoded)."""
-    return load_json(exp / name / "decode" / f"summary-{split}-ctc-greedy.json")
+def greedy_summary(exp: Path, name: str, split: str, method: str = "ctc-greedy") -> Optional[dict]:
+    """The summary of run ``name``'s decode of ``split`` (greedy CTC unless ``method``, e.g. ``ctc-beam-lm``;
+    None when it was not decoded)."""
+    return load_json(exp / name / "decode" / f"summary-{split}-{method}.json")
 
 
 def cer_rows(exp: Path, split: str, languages: List[str], arms: List[Tuple[str, str]],
-             extra: Optional[Callable[[str], str]] = None) -> List[str]:
+             extra: Optional[Callable[[str], str]] = None, method: str = "ctc-greedy") -> List[str]:
     """One row per model dir of ``arms`` (dir, description): macro-average CER and CER per language of its greedy
-    CTC decode of ``split``; a collapsed model is marked instead. ``extra(dir)``: a cell after the description."""
+    CTC decode of ``split`` (or ``method``'s); a collapsed model is marked instead. ``extra(dir)``: a cell after the
+    description."""
     rows = []
     for name, desc in arms:
-        s = greedy_summary(exp, name, split)
+        s = greedy_summary(exp, name, split, method)
         if s is None:
             continue
         head = f"| {desc} | " + (f"{extra(name)} | " if extra else "")
@@ -96,11 +98,13 @@ def noisy_student_section(exp: Path, languages: List[str], teacher: str, generat
              ("ns-labelled-only", "teacher trained the student's way on labelled audio alone")]
             + [(f"ns-{g}", f"student, generation {g}") for g in range(1, generations + 1)])
 
-    def dev_avg(name: str) -> str:
-        per = (greedy_summary(exp, name, "dev") or {}).get("per_language_cer", {})
+    def dev_avg(name: str, method: str = "ctc-greedy") -> str:
+        per = (greedy_summary(exp, name, "dev", method) or {}).get("per_language_cer", {})
         return fmt(mean([per.get(lang) for lang in languages]))
 
     rows = cer_rows(exp, "test", languages, arms, dev_avg)
+    rows[1:1] = cer_rows(exp, "test", languages, [(teacher, "teacher decoded with its language's LM (how it labels)")],
+                         lambda name: dev_avg(name, "ctc-beam-lm"), method="ctc-beam-lm")
     student = train_config(exp, "ns-1")
     if len(rows) < 2 or not student:
         return []
@@ -111,13 +115,18 @@ def noisy_student_section(exp: Path, languages: List[str], teacher: str, generat
            "pseudo-labels: what they add beyond the extra updates and the noise.", "",
            "| model | dev avg | test avg | " + " | ".join(languages) + " |",
            "|---|---|---|" + "---|" * len(languages)] + rows
-    out += ["", "| pseudo-labels | CER of all labels | CER of the kept labels | kept |", "|---|---|---|---|"]
+    out += ["", "| pseudo-labels | search | CER of all labels | CER of the kept labels | kept |",
+            "|---|---|---|---|---|"]
     for g in range(1, generations + 1):
-        q = load_json(exp.parent / "data" / "pl" / f"ns-{g}" / "pl_quality.json")
-        r = load_json(exp.parent / "data" / "pl" / f"ns-{g}" / "filter_report.json")
+        pl = exp.parent / "data" / "pl" / f"ns-{g}"
+        q, r, tuned = load_json(pl / "pl_quality.json"), load_json(pl / "filter_report.json"), \
+            load_json(pl / "lm_tuning.json")
+        search = (f"beam search + word n-gram of the language (LM weight {tuned['alpha']:g}, word bonus "
+                  f"{tuned['beta']:g}; dev CER {fmt(100 * tuned['best']['error_rate'])})" if tuned else "greedy")
         if q and r:
-            out.append(f"| generation {g} (teacher: {teacher if g == 1 else f'ns-{g - 1}'}) | {fmt(q['cer'])} | "
-                       f"{fmt((q.get('kept') or {}).get('cer'))} | {r['counts']['kept']} of {r['counts']['total']} |")
+            out.append(f"| generation {g} (teacher: {teacher if g == 1 else f'ns-{g - 1}'}) | {search} | "
+                       f"{fmt(q['cer'])} | {fmt((q.get('kept') or {}).get('cer'))} | "
+                       f"{r['counts']['kept']} of {r['counts']['total']} |")
     return out
 
 

@@ -115,6 +115,14 @@ def test_usm_methods_stages(recipe_run):
     for run in ("ns-1", "ns-labelled-only"):
         assert (exp / run / "decode/summary-test-ctc-greedy.json").is_file()
     assert (exp / "ft-adapters/sherpa-decode").is_dir()
+    # the teacher labelled by beam search with each language's word LM (from the mini's LM text), its weights tuned
+    # on dev; the same search decodes the teacher's test set
+    assert all((work / f"data/lm/{lang}.arpa").is_file() for lang in LANGS)
+    tuning = json.loads((work / "data/pl/ns-1/lm_tuning.json").read_text())
+    assert tuning["metric"] == "cer" and len(tuning["grid"]) == 6
+    with_lm = json.loads((exp / "ft-adapters/decode/summary-test-ctc-beam-lm.json").read_text())
+    assert with_lm["lm"].split() == [f"{lang}=data/lm/{lang}.arpa" for lang in LANGS]
+    assert "beam search + word n-gram of the language" in (work / "RESULTS.md").read_text()
 
 
 def test_rerun_skips_finished_stages(recipe_run):

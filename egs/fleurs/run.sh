@@ -27,11 +27,14 @@
 #   8  continued training of the CTC model from BEST-RQ (USM Table 3 / Table 7 arms, same updates each): all
 #      weights; per-language residual adapters on the frozen encoder (+ output layer); the output layer alone on the
 #      frozen encoder; all weights with local attention (--local-frames past/future frames, USM: 128)
-#   9  noisy student (USM Table 4): the teacher labels the pool (greedy CTC), labels filtered by character rate
-#      (bounds from the labelled data) and confidence (--ns-keep-fraction per language), the student trains with
+#   9  noisy student (USM Table 4): the teacher labels the pool, labels filtered by character rate (bounds from
+#      the labelled data) and confidence (--ns-keep-fraction per language), the student trains with
 #      SpecAugment on labelled + pseudo-labelled audio (--ns-pl-ratio of the duration); --ns-generations N, each
 #      student teaching the next. The control: generation 0's teacher trained the student's way on the labelled
-#      audio alone (what the pseudo-labels add beyond the extra updates and the noise)
+#      audio alone (what the pseudo-labels add beyond the extra updates and the noise). The teacher labels by CTC
+#      prefix beam search with each language's word n-gram (Park et al. 2020's LM-fused labels) where
+#      --lm-text-dir has <code>.txt (a word --ns-lm-order-gram per language, LM weight and word bonus tuned on
+#      dev for each teacher), else greedily
 #  10  evaluation: CER per language (greedy) of every CTC model; language-ID accuracy and confusion matrices;
 #      long-form recordings decoded whole (full, chunk-wise --chunk-seconds, local attention) and crop-and-stitch
 #  11  export the pre-trained CTC model to sherpa-onnx and decode the test set with it; the adapter model folded for
@@ -73,6 +76,11 @@
 #      (150/300/600 updates: test 35.7/35.9/34.1 vs 37.1/34.5/33.0); a student re-initialised from BEST-RQ (Park et
 #      al. 2020) with the teacher's 400 updates ended 4.6 CER behind it (half its updates on pool audio)
 #   --ns-time-masks 10 / 2  SpecAugment time masks of the student (its noise; 10 as icefall's LibriSpeech recipes)
+#   --lm-text-dir           LM text per language, <code>.txt, one sentence per line (FLEURS ships none: e.g. each
+#      language's Wikipedia or Common Crawl text without the FLEURS sentences; real: none unless given, then
+#      greedy labels; mini: generated, 5000 sentences per language, none heard in any clip)
+#   --ns-lm true, --ns-lm-order 3, --ns-lm-beam 8, --ns-lm-alphas 0.25,0.5,1.0, --ns-lm-betas 0.5,1.5
+#      LM-fused pseudo-labels (false: greedy even with --lm-text-dir) and the tune_lm grid
 #   --chunk-seconds 8       chunk of chunk-wise attention (USM: 8 s); --local-frames 128 (local attention)
 #   --crop-seconds 10       crop-and-stitch decoding of the long-form set, for comparison
 # Relative paths given as options are taken from the directory run.sh is called from.
@@ -113,6 +121,12 @@ ns_pl_ratio=0.5
 ns_time_masks=
 ns_teacher=ft-adapters
 ns_updates=
+lm_text_dir=
+ns_lm=true
+ns_lm_order=3
+ns_lm_beam=8
+ns_lm_alphas=0.25,0.5,1.0
+ns_lm_betas=0.5,1.5
 chunk_seconds=8
 local_frames=128
 crop_seconds=10
@@ -127,7 +141,7 @@ head_first_updates=
 
 . "$root/utils/parse_options.sh"
 . "$root/utils/stage.sh"
-abs_paths work_dir corpus_dir fleurs_dir pool_dir longform_dir
+abs_paths work_dir corpus_dir fleurs_dir pool_dir longform_dir lm_text_dir
 mkdir -p "${work_dir:=$here}"
 cd "$work_dir"
 
@@ -156,6 +170,7 @@ pick head_first_updates 2000 60
 pick ns_time_masks 10 2
 pick ns_updates 5000 300
 pick longform_dir "" "$corpus_dir/longform"
+pick lm_text_dir "" "$corpus_dir/fleurs_lm"
 [ -n "$languages" ] || die "--languages is required with real data (FLEURS codes such as en_us fi_fi)"
 
 fbank=data/fbank
@@ -275,6 +290,8 @@ if stage 8 "Residual adapters on the frozen encoder vs full fine-tuning vs head 
   mark_done exp/.done.ft
 fi
 
+# LANG=ARPA of each language's word n-gram (stage 9 trains them from --lm-text-dir; none with --ns-lm false)
+ns_lm_specs() { [ "$ns_lm" = true ] && for l in $languages; do [ -f data/lm/$l.arpa ] && printf '%s ' "$l=data/lm/$l.arpa"; done; true; }
 # a noisy student (SpecAugment is its noise) continuing from TEACHER: EXP TEACHER [ARGS]
 student() { local exp=$1 teacher=$2; shift 2
   continue_from "$exp" "$teacher" "$ns_updates" --spec-augment true --spec-aug-time-masks "$ns_time_masks" "$@"; }
@@ -282,14 +299,31 @@ student() { local exp=$1 teacher=$2; shift 2
 if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed pool" exp/.done.ns; then
   [ -n "$pool_dir" ] || die "noisy student needs the untranscribed pool (--pool-dir)"
   require exp/$ns_teacher/.done
+  if [ -n "$lm_text_dir" ] && [ "$ns_lm" = true ]; then
+    for l in $languages; do
+      if [ -f "$lm_text_dir/$l.txt" ] && [ ! -f data/lm/$l.arpa ]; then
+        python -m icefall_ext.bin.train_lm --text "$lm_text_dir/$l.txt" --lowercase --order "$ns_lm_order" \
+          --out data/lm/$l.arpa
+      fi
+    done
+  fi
+  lms=($(ns_lm_specs))
   teacher=exp/$ns_teacher
   for g in $(seq 1 "$ns_generations"); do
     pl=data/pl/ns-$g
     if [ ! -f $pl/.done ]; then
       refs=(); for l in $languages; do [ -f "$pool_dir/$l/reference_transcripts.tsv" ] && refs+=("$pool_dir/$l/reference_transcripts.tsv"); done
+      search=()
+      if [ ${#lms[@]} -gt 0 ]; then
+        mkdir -p $pl
+        [ -f $pl/lm_tuning.json ] || python -m icefall_ext.bin.tune_lm --exp-dir $teacher --lang-dir $lang \
+          --cuts $fbank/fleurs_cuts_dev.jsonl.gz --lm "${lms[@]}" --metric cer --beam "$ns_lm_beam" \
+          --alphas "$ns_lm_alphas" --betas "$ns_lm_betas" --max-duration 200 --out $pl/lm_tuning.json
+        search=(--method ctc-beam --beam "$ns_lm_beam" --lm "${lms[@]}" --tuned-lm $pl/lm_tuning.json)
+      fi
       python -m icefall_ext.bin.pseudo_label --exp-dir $teacher --lang-dir $lang --cuts $(pool_cuts) --out-dir $pl \
         --max-duration 200 --rate-reference-cuts $(fleurs_cuts train) \
-        --keep-fraction "$ns_keep_fraction" ${refs[@]+--reference-tsv "${refs[@]}"}
+        --keep-fraction "$ns_keep_fraction" ${refs[@]+--reference-tsv "${refs[@]}"} ${search[@]+"${search[@]}"}
       mark_done $pl/.done
     fi
     if [ ! -f exp/ns-$g/.done ]; then
@@ -316,6 +350,12 @@ if stage 10 "Evaluation: CER per language, language-ID accuracy, long-form WER" 
     python -m icefall_ext.bin.decode --exp-dir exp/$model --lang-dir $lang --threads "$threads" \
       --cuts dev=$fbank/fleurs_cuts_dev.jsonl.gz test=$fbank/fleurs_cuts_test.jsonl.gz --method ctc-greedy
   done
+  lms=$(ns_lm_specs)
+  if [ -n "$lms" ] && [ -f data/pl/ns-1/lm_tuning.json ]; then  # what the LM gives generation 0's teacher
+    python -m icefall_ext.bin.decode --exp-dir exp/$ns_teacher --lang-dir $lang --threads "$threads" \
+      --cuts dev=$fbank/fleurs_cuts_dev.jsonl.gz test=$fbank/fleurs_cuts_test.jsonl.gz --method ctc-beam \
+      --beam "$ns_lm_beam" --lm $lms --tuned-lm data/pl/ns-1/lm_tuning.json
+  fi
   for from in bestrq-$codebooks scratch; do
     python -m icefall_ext.bin.eval_lid --exp-dir exp/lid-$from --lang-dir $lang --threads "$threads" \
       --cuts test=$fbank/fleurs_cuts_test.jsonl.gz dev=$fbank/fleurs_cuts_dev.jsonl.gz
