@@ -420,8 +420,10 @@ def test_cli_merge_only_filters_and_reports(tmp_path):
         main(argv + ["--min-rate", "1", "--rate-reference-cuts", str(refs_path)])
 
 
-def test_label_shard_records_confidence(monkeypatch):
-    """label_shard writes the greedy CTC text and its confidence (the encoder and batching are stubbed)."""
+def _label_shard_with_stubs(monkeypatch, method: str, alpha: float = 0.5, beta: float = 1.0, lms=None):
+    """label_shard on two cuts (de: empty text, el: no text) with the encoder and batching stubbed: the batch's
+    "encoder output" is a fixed (2, 6, 4) log-prob tensor that the model's CTC layer passes through.
+    Returns (labelled supervisions by cut id, log-probs, lens, tokenizer); the batch order is u1, u0."""
     from types import SimpleNamespace
 
     import torch
@@ -430,7 +432,6 @@ def test_label_shard_records_confidence(monkeypatch):
     import icefall_ext.decode.search as search
     from icefall_ext.bin.pseudo_label import label_shard
     from icefall_ext.data.tokenizer import CharTokenizer
-    from icefall_ext.decode.ctc import ctc_greedy_search_with_confidence
 
     log_probs = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(3)).log_softmax(-1)
     lens = torch.tensor([6, 4])
@@ -438,10 +439,18 @@ def test_label_shard_records_confidence(monkeypatch):
     monkeypatch.setattr(search, "encode_batch", lambda *args: (log_probs, lens))
     model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc, lens=None: enc)
     cuts = CutSet.from_cuts([_lang_cut("u0", 1.0, "", "de"), _lang_cut("u1", 1.0, None, "el")])
-    args = SimpleNamespace(max_duration=10.0, chunk_seconds=0.0, chunk_overlap_seconds=0.0, method="auto", beam=4,
-                           alpha=0.5, beta=1.0)
-    out = {c.id: c.supervisions[0] for c in label_shard(model, CharTokenizer(["<blk>", "a", "b", "c"]), cuts,
-                                                         torch.device("cpu"), args)}
+    tokenizer = CharTokenizer(["<blk>", "a", "b", "c"])
+    args = SimpleNamespace(max_duration=10.0, chunk_seconds=0.0, chunk_overlap_seconds=0.0, method=method, beam=4,
+                           alpha=alpha, beta=beta)
+    labelled = label_shard(model, tokenizer, cuts, torch.device("cpu"), args, lms)
+    return {c.id: c.supervisions[0] for c in labelled}, log_probs, lens, tokenizer
+
+
+def test_label_shard_records_confidence(monkeypatch):
+    """label_shard writes the greedy CTC text and its confidence."""
+    from icefall_ext.decode.ctc import ctc_greedy_search_with_confidence
+
+    out, log_probs, lens, _ = _label_shard_with_stubs(monkeypatch, "auto")
     hyps, confidences = ctc_greedy_search_with_confidence(log_probs, lens)
     for n, cut_id in enumerate(["u1", "u0"]):
         assert out[cut_id].text == "".join("_abc"[t] for t in hyps[n]) != ""  # a None text is labelled too
@@ -451,34 +460,18 @@ def test_label_shard_records_confidence(monkeypatch):
 
 def test_label_shard_with_beam_search_and_an_lm_per_language(monkeypatch, tmp_path):
     """ctc-beam labels: each cut searched with its language's LM; confidence = CTC log-likelihood per token."""
-    from types import SimpleNamespace
-
-    import torch
-
-    import icefall_ext.data.dataset as dataset
     import icefall_ext.decode.search as search
-    from icefall_ext.bin.pseudo_label import label_shard
-    from icefall_ext.data.tokenizer import CharTokenizer
     from icefall_ext.decode.ctc import ctc_label_confidence
     from icefall_ext.decode.ngram import NgramLm, train_ngram_lm
 
-    log_probs = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(3)).log_softmax(-1)
-    lens = torch.tensor([6, 4])
-    monkeypatch.setattr(dataset, "iterate_batches", lambda cuts, max_duration: iter([{"cut_ids": ["u1", "u0"]}]))
-    monkeypatch.setattr(search, "encode_batch", lambda *args: (log_probs, lens))
-    model = SimpleNamespace(ctc=object(), joiner=None, ctc_log_probs=lambda enc, lens=None: enc)
-    cuts = CutSet.from_cuts([_lang_cut("u0", 1.0, "", "de"), _lang_cut("u1", 1.0, None, "el")])
-    tokenizer = CharTokenizer(["<blk>", "a", "b", "c"])
     lms = {"de": NgramLm.from_arpa(train_ngram_lm(["ab", "cab", "ab"], 2, tmp_path / "de.arpa")),
            "el": NgramLm.from_arpa(train_ngram_lm(["c", "cc", "bc"], 2, tmp_path / "el.arpa"))}
-    args = SimpleNamespace(max_duration=10.0, chunk_seconds=0.0, chunk_overlap_seconds=0.0, method="ctc-beam",
-                           beam=4, alpha=3.0, beta=0.0)
-    out = {c.id: c.supervisions[0] for c in label_shard(model, tokenizer, cuts, torch.device("cpu"), args, lms)}
-    hyps = search.decode_ctc_log_probs(log_probs, lens, "ctc-beam", beam=4, lm=lms, alpha=3.0, beta=0.0,
-                                       token_table=tokenizer.token_table, languages=["el", "de"])
-    assert hyps != search.decode_ctc_log_probs(log_probs, lens, "ctc-beam", beam=4, lm={"de": lms["el"],
-                                               "el": lms["de"]}, alpha=3.0, beta=0.0,
-                                               token_table=tokenizer.token_table, languages=["el", "de"])
+    out, log_probs, lens, tokenizer = _label_shard_with_stubs(monkeypatch, "ctc-beam", 3.0, 0.0, lms)
+    search_kw = dict(beam=4, alpha=3.0, beta=0.0, token_table=tokenizer.token_table, languages=["el", "de"])
+    hyps = search.decode_ctc_log_probs(log_probs, lens, "ctc-beam", lm=lms, **search_kw)
+    swapped = search.decode_ctc_log_probs(log_probs, lens, "ctc-beam", lm={"de": lms["el"], "el": lms["de"]},
+                                          **search_kw)
+    assert hyps != swapped  # the LMs decide here, so routing matters
     confidences = ctc_label_confidence(log_probs, lens, hyps)
     for n, cut_id in enumerate(["u1", "u0"]):
         assert out[cut_id].text == "".join("_abc"[t] for t in hyps[n])
