@@ -58,3 +58,37 @@ def die(msg: str) -> NoReturn:
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "icefall_ext"
     print(f"{prog}: error: {msg}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def add_lm_args(p) -> None:
+    """The options of word n-gram shallow fusion for ctc-beam: --lm [LANG=]ARPA ..., --alpha, --beta, --tuned-lm
+    (``p``: a parser or an argument group)."""
+    p.add_argument("--lm", nargs="+", default=[], metavar="[LANG=]ARPA",
+                   help="word n-gram(s) for ctc-beam shallow fusion: a bare ARPA for every utterance, or LANG=ARPA "
+                        "per language (the cut's supervision language; others fall back to a bare one, else none)")
+    p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
+    p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    p.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
+
+
+def lm_weights_from_args(args: argparse.Namespace) -> "tuple[float, float]":
+    """(alpha, beta): those tune_lm wrote to --tuned-lm, else --alpha / --beta."""
+    if args.tuned_lm is None:
+        return args.alpha, args.beta
+    if not args.tuned_lm.is_file():
+        die(f"missing {args.tuned_lm}")
+    import json
+
+    tuned = json.loads(args.tuned_lm.read_text())
+    return tuned["alpha"], tuned["beta"]
+
+
+def load_lms_or_die(specs):
+    """:func:`icefall_ext.decode.ngram.load_language_lms` for a command line: a missing file or a language given
+    twice ends the program with a one-line error."""
+    from .decode.ngram import load_language_lms
+
+    try:
+        return load_language_lms(specs)
+    except (FileNotFoundError, ValueError) as e:
+        die(str(e))

@@ -858,11 +858,11 @@ def write_fleurs_lm_text(out: Path, seed: int, scale: float) -> None:
     begins like anything a clip says (the pool's sentences included, so labelling the pool with the LM is not
     reading its answers; dev/test sentences are in other splits anyway). Word languages: fresh Zipf sentences."""
     for code, (language, _) in FLEURS_LANGUAGES.items():
-        heard = " | ".join(fleurs_spoken_texts(out, code))
+        heard = " " + " | ".join(fleurs_spoken_texts(out, code))
         count = scaled(FLEURS_LM_SENTENCES, scale, 50)
         candidates = text_source(language).lm_sentences(rng_for(seed, "fleurs", code, "lm"), 2 * count, ())
         kept = [" ".join(words) for words in candidates
-                if f" {' '.join(words[:FLEURS_LM_KEY_WORDS])}" not in f" {heard}"][:count]
+                if f" {' '.join(words[:FLEURS_LM_KEY_WORDS])}" not in heard][:count]
         write_lines(out / "fleurs_lm" / f"{code}.txt", kept)
 
 

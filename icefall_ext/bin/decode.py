@@ -21,7 +21,6 @@ or initialised from an mSLAM checkpoint) and the same decoder; outputs are tagge
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..common import add_model_args, die, setup_logging
+from ..common import add_lm_args, add_model_args, die, lm_weights_from_args, load_lms_or_die, setup_logging
 from ..train.precision import DTYPES, autocast_dtype
 
 logger = logging.getLogger("icefall_ext.decode")
@@ -54,12 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--length-penalty", type=float, default=1.0,
                    help="st-beam: hypotheses ranked by log P / length ** this (0: raw log P)")
-    p.add_argument("--lm", nargs="+", default=[], metavar="[LANG=]ARPA",
-                   help="word n-gram(s) for ctc-beam shallow fusion: a bare ARPA for every utterance, or LANG=ARPA "
-                        "per language (the cut's supervision language; others fall back to a bare one, else none)")
-    p.add_argument("--alpha", type=float, default=0.5, help="LM weight")
-    p.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
-    p.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
+    add_lm_args(p)
     p.add_argument("--decode-chunk-len", type=int, default=32,
                    help="feature frames per chunk for streaming-greedy (as in export_onnx)")
     p.add_argument("--chunk-seconds", type=float, default=0.0, help="crop utterances longer than this (0: never)")
@@ -204,18 +198,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                 length_penalty=args.length_penalty, max_duration=args.max_duration, tag=args.tag,
                                 input=args.input, source_tokenizer=source_tokenizer)
         return
-    alpha, beta = args.alpha, args.beta
-    if args.tuned_lm:
-        tuned = json.loads(args.tuned_lm.read_text())
-        alpha, beta = tuned["alpha"], tuned["beta"]
-    lm = None
-    if args.lm:
-        from ..decode.ngram import load_language_lms
-
-        try:
-            lm = load_language_lms(args.lm)
-        except (FileNotFoundError, ValueError) as e:
-            die(str(e))
+    alpha, beta = lm_weights_from_args(args)
+    lm = load_lms_or_die(args.lm) if args.lm else None
     try:
         methods = [resolve_method(model, m) for m in args.method]
     except ValueError as e:

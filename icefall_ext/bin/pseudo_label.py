@@ -47,7 +47,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..common import add_model_args, atomic_write_text, die, setup_logging
+from ..common import (add_lm_args, add_model_args, atomic_write_text, die, lm_weights_from_args,
+                      load_lms_or_die, setup_logging)
 
 logger = logging.getLogger("icefall_ext.pseudo_label")
 
@@ -70,13 +71,8 @@ def get_parser() -> argparse.ArgumentParser:
     d = p.add_argument_group("search")
     d.add_argument("--method", choices=("auto", "ctc-greedy", "ctc-beam"), default="auto",
                    help="auto: transducer greedy if the model has a transducer, else CTC greedy (default)")
-    d.add_argument("--lm", nargs="+", default=[], metavar="[LANG=]ARPA",
-                   help="word n-gram(s) for ctc-beam shallow fusion; LANG=ARPA per language (the cut's "
-                        "supervision language), a bare ARPA for every language without its own")
     d.add_argument("--beam", type=int, default=8)
-    d.add_argument("--alpha", type=float, default=0.5, help="LM weight")
-    d.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
-    d.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
+    add_lm_args(d)
     f = p.add_argument_group("pseudo-label filtering (applied at merge time; optional rules off by default)")
     f.add_argument("--rate-unit", choices=("char", "word"), default="char",
                    help="unit of the label rate: non-space characters or words per second of the cut "
@@ -185,7 +181,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     from lhotse import CutSet
 
     from ..data.tokenizer import load_tokenizer
-    from ..decode.ngram import load_language_lms
     from ..pseudo.filtering import filter_pseudo_labels
     from ..pseudo.sharding import merge_shards, shard_path, shard_paths, split_for_ranks, write_shard
     from ..train.checkpoint import load_averaged_model
@@ -199,11 +194,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         die(f"--keep-fraction must be in (0, 1], got {args.keep_fraction}")
     if args.lm and args.method != "ctc-beam":
         die("--lm is used by --method ctc-beam only")
-    if args.tuned_lm:
-        if not args.tuned_lm.is_file():
-            die(f"missing {args.tuned_lm}")
-        tuned = json.loads(args.tuned_lm.read_text())
-        args.alpha, args.beta = tuned["alpha"], tuned["beta"]
+    args.alpha, args.beta = lm_weights_from_args(args)
     cuts = CutSet.from_cuts(c for p in args.cuts for c in CutSet.from_file(p)).to_eager()
     tokenizer = load_tokenizer(args.lang_dir)
     if not args.merge_only:
@@ -216,10 +207,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 model, _, paths = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint, device)
             except FileNotFoundError as e:
                 die(str(e))
-            try:
-                lms = load_language_lms(args.lm) if args.lm else {}
-            except (FileNotFoundError, ValueError) as e:
-                die(str(e))
+            lms = load_lms_or_die(args.lm) if args.lm else {}
             if lms:
                 logger.info("ctc-beam (beam %d) with LMs for %s, alpha %.2f beta %.2f", args.beam,
                             ", ".join(k or "every other language" for k in lms), args.alpha, args.beta)

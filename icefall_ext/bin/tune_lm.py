@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import torch
 
-from ..common import add_model_args, atomic_write_text, die, setup_logging
+from ..common import add_model_args, atomic_write_text, die, load_lms_or_die, setup_logging
 
 logger = logging.getLogger("icefall_ext.tune_lm")
 
@@ -53,17 +53,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     from ..data.tokenizer import load_tokenizer
     from ..decode.lm_tuning import grid_search_alpha_beta
     from ..data.dataset import cut_language
-    from ..decode.ngram import load_language_lms, lm_for_language
+    from ..decode.ngram import lm_for_language
     from ..train.checkpoint import load_averaged_model
     from ..data.dataset import iterate_batches
     from ..decode.search import encode_batch
 
     if not args.cuts.is_file():
         die(f"missing {args.cuts}")
-    try:
-        lms = load_language_lms(args.lm)
-    except (FileNotFoundError, ValueError) as e:
-        die(str(e))
+    lms = load_lms_or_die(args.lm)
     try:
         tokenizer = load_tokenizer(args.lang_dir)
         model, _, _ = load_averaged_model(args.exp_dir, args.epoch, args.avg, args.checkpoint)

@@ -81,7 +81,6 @@ def decode_encoder_output_with_confidence(
         log_probs = model.ctc_log_probs(enc, enc_lens).float()
         hyps = decode_ctc_log_probs(log_probs, enc_lens, method, **kwargs)
         return hyps, ctc_label_confidence(log_probs, enc_lens, hyps)
-    kwargs.pop("languages", None)
     hyps = decode_encoder_output(model, enc, enc_lens, method, **kwargs)
     return hyps, [None] * len(hyps)
 
