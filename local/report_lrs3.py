@@ -92,6 +92,9 @@ def main() -> None:
         table.append(f"| {PRETRAIN.get(v, v)} | " + " | ".join(asr_cell(a.exp / f"asr-{v}-{m}", a.sets, a.method)
                                                              for m in mids) + " |")
     scratch = asr_cell(a.exp / "asr-scratch", a.sets, a.method)
+    hours = (load_json(a.exp / "asr-none-none" / "train_config.json") or {}).get("train_hours", 0)
+    data = (f"on the same seeded random {hours:g} h of labelled LibriSpeech (--ft-hours)" if hours
+            else "on the same data")
     bleu = ["| encoder before mid-training | " + " | ".join(f"en->{m} BLEU" for m in a.mid_langs) + " |",
             "|---|" + "---|" * len(a.mid_langs)]
     for v in pts:
@@ -107,7 +110,7 @@ def main() -> None:
         f"Produced by `{a.command}` (the last stage writes this file from the recipe's own outputs).", "",
         "## LibriSpeech ASR with the audio encoder frozen (Jain et al. 2024, Table 1 in shape)", "",
         f"Cells: CER / WER (%) on {' ; '.join(a.sets)} ({a.method}). The encoder is frozen in every row: only the "
-        "CTC head (its transformer layers and output layer) is trained, on the same data for the same updates. "
+        f"CTC head (its transformer layers and output layer) is trained, {data} for the same updates. "
         "The paper's direction: pre-training < none, and pre-training + mid-training < pre-training alone. With "
         "character units (the mini corpus: no LM, a few hundred updates) compare the CER: the heads spell words as "
         "they sound and split or merge them, and the WER, which counts a word with one wrong letter as wrong, "

@@ -5,6 +5,7 @@ fine-tuning from every encoder, decoding, RESULTS.md), a rerun skips every finis
 run left its encoder bit-identical to the encoder it started from."""
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -14,7 +15,7 @@ from conftest import THREADS, assert_stages, run_recipe
 
 SMOKE = ["--mini", "true", "--mini-scale", "0.1", "--preset", "conformer-tiny", "--video-size", "16",
          "--pt-updates", "6", "--pt-decoder", "1 32 2", "--mid-updates", "6", "--mid-head-first", "2",
-         "--ft-updates", "6", "--valid-every", "4",
+         "--ft-updates", "6", "--ft-hours", "0.02", "--valid-every", "4",
          "--vocab-size", "60", "--mid-vocab-size", "60", "--max-duration", "30", "--layer-mix", "true",
          "--threads", THREADS]
 
@@ -55,7 +56,14 @@ def test_all_stages_run(recipe_run, monkeypatch):
     chars = (work / "data/lang_char/tokens.txt").read_text().splitlines()
     assert asr["vocab_size"] == len(chars) and not (work / "data/lang_char/bpe.model").exists()  # mini: characters
     assert asr["layer_mix"] is True and asr["ctc_head_layers"] == 2  # --layer-mix true, --head-layers' default
+    # --ft-hours: every stage-6 arm trains on the same seeded 0.02 h (72 s) of the LibriSpeech cuts
+    for arm in ("asr-none-none", "asr-mae-it", "asr-scratch"):
+        assert json.loads((work / f"exp/{arm}/train_config.json").read_text())["train_hours"] == 0.02
+    picked = re.findall(r"limited supervision: (\d+) of the training cuts \(([\d.]+) h", r.stdout + r.stderr)
+    assert len(picked) == 7 and len(set(picked)) == 1, picked  # {none, mae, mae+clr} x {none, it} + scratch
+    assert 0.02 <= float(picked[0][1]) < 0.03, picked
     results = (work / "RESULTS.md").read_text()
+    assert "seeded random 0.02 h of labelled LibriSpeech" in results
     for text in ("| pre-training | no mid-training | mid-trained en->it |", "| MAE + CLR |", "en->it BLEU",
                  "audio->video retrieval", "Wall time"):
         assert text in results, text

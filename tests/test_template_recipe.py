@@ -182,3 +182,26 @@ def test_mix_in_ratio_by_duration():
     with pytest.raises(ValueError):
         mix_in(new, old, 1.0)
     assert np.isclose(sum(c.duration for c in mix_in(new, old, 0.2, seed=3) if c.id in old_ids), 5.0)
+
+
+def test_limit_hours_draws_a_seeded_subset_by_duration():
+    from lhotse import CutSet
+    from lhotse.testing.dummies import dummy_cut
+
+    from icefall_ext.train.trainer import limit_hours
+
+    cuts = CutSet.from_cuts(dummy_cut(i, duration=1.0 + (i % 3)) for i in range(60))  # 1, 2 or 3 s each: 120 s
+    assert limit_hours(cuts, 0.0) is cuts
+    ids = {c.id for c in cuts}
+    for hours in (10 / 3600, 50 / 3600):
+        subset = list(limit_hours(cuts, hours, seed=5))
+        total = sum(c.duration for c in subset)
+        # at least the asked audio, and without the last cut drawn less than that (drawing stops once reached)
+        assert total >= hours * 3600 and total - subset[-1].duration < hours * 3600
+        assert {c.id for c in subset} <= ids and len({c.id for c in subset}) == len(subset)
+        assert [c.id for c in limit_hours(cuts, hours, seed=5)] == [c.id for c in subset]  # reproducible
+    other = [c.id for c in limit_hours(cuts, 50 / 3600, seed=6)]
+    assert other != [c.id for c in limit_hours(cuts, 50 / 3600, seed=5)]  # the seed picks the subset
+    assert len(limit_hours(cuts, 1.0)) == 60  # more hours than there are: all of them
+    with pytest.raises(ValueError):
+        limit_hours(cuts, -1.0)

@@ -23,8 +23,8 @@
 #   5  mid-training: speech translation en->X (attention decoder + CTC on the translation's own tokens, no
 #      transcript: translation only) from each encoder of stage 4 and from scratch; only the audio encoder goes on.
 #      From a pre-trained encoder the new decoder first learns alone on it, frozen (--mid-head-first updates)
-#   6  ASR fine-tuning on LibriSpeech with the encoder frozen (a CTC head with --head-layers transformer layers is
-#      trained) from every encoder: {none, stage-4 variants} x {no mid-training, --mid-langs}; and, as a reference,
+#   6  ASR fine-tuning on LibriSpeech (--ft-hours of --ft-sets) with the encoder frozen (a CTC head with --head-layers
+#      transformer layers is trained) from every encoder: {none, stage-4 variants} x {no mid-training, --mid-langs}; and, as a reference,
 #      the same model trained from scratch with its encoder free (ScaledAdam at --lr, not AdamW)
 #   7  decode: LibriSpeech test sets (CTC greedy, CER and WER); MuST-C tst-COMMON BLEU of the mid-training models
 #   8  RESULTS.md
@@ -43,6 +43,7 @@
 #                                                     frames: only the motion stays) or fixed (one global mean / std)
 #   --pt-updates, --mid-updates, --ft-updates         training lengths
 #   --ft-sets "train-clean-100" / "train-clean-100"   LibriSpeech fine-tuning data (960 h: "train-960")
+#   --ft-hours 0 / 0                                  labelled hours of stage 6: a seeded random subset of --ft-sets (0: all)
 #   --mid-target-ctc 0.3                              weight of mid-training's CTC on the translation tokens
 #   --mid-head-first 3000 / 100                      mid-training updates on the frozen pre-trained encoder first (0: none)
 #   --ls-tokens bpe / char, --vocab-size 500 / 100  LibriSpeech output units (--vocab-size: BPE only)
@@ -78,6 +79,7 @@ pt_updates=
 mid_updates=
 ft_updates=
 ft_sets=
+ft_hours=
 head_layers=2
 # Mini, measured (dev-clean CER at update 400 of the frozen-encoder head, one run each, seed 42): with the layer mix
 # none 40.4, none+it 41.2, MAE 40.3, MAE+it 40.0, MAE+CLR 44.4: every arm near the random encoder's (the learnt weights
@@ -139,6 +141,13 @@ pick ft_updates 30000 400   # mini: the from-scratch reference needs ~400 update
 # with 0.002 64.3%; at 0.005 it stayed at the blank-only output
 pick ft_lr 0.001 0.002
 pick ft_sets "train-clean-100" "train-clean-100"
+# Labelled hours of stage 6 (train --train-hours: a seeded random subset, the same for every arm; 0: all). The paper
+# has about 4 h of pre-training audio per labelled hour (LRS3 433 h : train-clean-100); the mini 0.96 h : 0.78 h.
+# Mini, measured with that ratio (200 random train-clean-100 cuts, 0.18 h; dev-clean CER at update 400, seed 42):
+# random encoder 46.1, MAE 45.5, MAE+CLR 48.7, the from-scratch reference 41.4; with a linear head (--head-layers 0)
+# at update 300: random 64.9, MAE 60.1. Less labelled data does not bring out the pre-training: the MAE encoder
+# mostly starts faster (update 100: 49.9 vs 80.9; linear 64.2 vs 93.6), so the mini keeps all 0.78 h
+pick ft_hours 0 0
 pick vocab_size 500 100   # as egs/librispeech: the mini corpus has 850 transcripts
 # LibriSpeech output units of stage 6. Mini: characters; on BPE-100 every arm, the from-scratch reference with its
 # encoder free included, stayed at the blank-only output for 400 updates (measured: dev CER 98.6%; 32.9% on characters)
@@ -249,7 +258,7 @@ if stage 6 "Frozen-encoder ASR fine-tuning on LibriSpeech ($ft_sets)" exp/.done.
     [ -f $exp/.done ] && return 0
     python -m icefall_ext.bin.train --exp-dir $exp --preset "$preset" --lang-dir $lang --heads ctc \
       --train-cuts $(ls_cuts $ft_sets) --valid-cuts $(ls_cuts dev-clean) --max-updates "$ft_updates" \
-      --warmup-updates $((ft_updates / 10)) "${common[@]}" --optimizer adamw --lr "$ft_lr" "$@"
+      --train-hours "$ft_hours" --warmup-updates $((ft_updates / 10)) "${common[@]}" --optimizer adamw --lr "$ft_lr" "$@"
     mark_done $exp/.done; }
   case $layer_mix in true|false) ;; *) die "--layer-mix must be true or false, got '$layer_mix'";; esac
   head=(--model-overrides "{\"ctc_head_layers\": $head_layers, \"layer_mix\": $layer_mix}")

@@ -286,7 +286,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                   model_config_from_preset, st_config_from_preset)
     from ..train.checkpoint import load_checkpoint
     from ..train.init import transfer_weights
-    from ..train.trainer import Trainer, is_shar_dir, load_cuts, mix_in, seed_everything
+    from ..train.trainer import Trainer, is_shar_dir, limit_hours, load_cuts, mix_in, seed_everything
 
     seed_everything(cfg.seed)  # before the model is built: initial weights depend on it
 
@@ -470,13 +470,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                       **({"pretrain": args.pretrain, "mslam_text": args.mslam_text} if mslam else {}))
         atomic_write_text(exp_dir / "train_config.json", json.dumps(record, indent=2))
 
-    lazy = (cfg.lazy or any(is_shar_dir(p) for p in cfg.train_cuts)) and cfg.mix_ratio == 0
-    if cfg.lazy and cfg.mix_ratio > 0:
-        logger.warning("--mix-ratio draws a random subset of the original data: the training cuts are read eagerly")
+    draws = cfg.mix_ratio > 0 or cfg.train_hours > 0
+    lazy = (cfg.lazy or any(is_shar_dir(p) for p in cfg.train_cuts)) and not draws
+    if cfg.lazy and draws:
+        logger.warning("--mix-ratio / --train-hours draw random subsets: the training cuts are read eagerly")
     try:
         all_train = load_cuts(cfg.train_cuts, lazy=lazy)
         if not lazy:
-            all_train = mix_in(all_train, load_cuts(cfg.mix_cuts), cfg.mix_ratio, cfg.seed)
+            all_train = mix_in(limit_hours(all_train, cfg.train_hours, cfg.seed), load_cuts(cfg.mix_cuts),
+                               cfg.mix_ratio, cfg.seed)
     except ValueError as e:
         die(str(e))
     if args.task == "st":

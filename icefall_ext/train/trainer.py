@@ -93,6 +93,9 @@ class TrainConfig:
     noise_prob: float = 0.5
     noise_snr_min: float = 10.0
     noise_snr_max: float = 20.0
+    # limited supervision (as Libri-light's 10 h / 1 h): train on a seeded random subset of the training cuts of
+    # this many hours (0: all of them)
+    train_hours: float = 0.0
     # fine-tuning against forgetting: cuts of the original training data, mixed in as this fraction of the audio
     mix_cuts: List[str] = field(default_factory=list)
     mix_ratio: float = 0.0
@@ -256,6 +259,38 @@ def load_cuts(paths: List[str], lazy: bool = False) -> CutSet:
     return CutSet.from_cuts(c for cs in parts for c in cs)
 
 
+def draw_by_duration(cuts: CutSet, seconds: float, seed: int = 42) -> Tuple[List, float]:
+    """Cuts drawn in a seeded random order until they hold at least ``seconds`` of audio (all, if there is less).
+
+    Returns the drawn cuts and their total duration in seconds.
+    """
+    pool = list(cuts)
+    random.Random(seed).shuffle(pool)
+    picked, total = [], 0.0
+    for cut in pool:
+        if total >= seconds:
+            break
+        picked.append(cut)
+        total += cut.duration
+    return picked, total
+
+
+def limit_hours(cuts: CutSet, hours: float, seed: int = 42) -> CutSet:
+    """A seeded random subset of ``cuts`` with about ``hours`` of audio (limited-supervision training; 0: all)."""
+    if hours < 0:
+        raise ValueError(f"--train-hours must be >= 0, got {hours}")
+    if hours == 0:
+        return cuts
+    available = sum(c.duration for c in cuts)
+    picked, total = draw_by_duration(cuts, hours * 3600, seed)
+    if total < hours * 3600:
+        logger.warning("--train-hours %.3f: the training cuts hold only %.3f h: using all of them", hours,
+                       available / 3600)
+    logger.info("limited supervision: %d of the training cuts (%.3f h of %.3f h)", len(picked), total / 3600,
+                available / 3600)
+    return CutSet.from_cuts(picked)
+
+
 def mix_in(new: CutSet, original: CutSet, ratio: float, seed: int = 42) -> CutSet:
     """``new`` plus a random subset of ``original`` that makes up ``ratio`` of the total duration.
 
@@ -268,14 +303,7 @@ def mix_in(new: CutSet, original: CutSet, ratio: float, seed: int = 42) -> CutSe
         return new
     new_seconds = sum(c.duration for c in new)
     want = ratio / (1.0 - ratio) * new_seconds
-    pool = list(original)
-    random.Random(seed).shuffle(pool)
-    picked, total = [], 0.0
-    for cut in pool:
-        if total >= want:
-            break
-        picked.append(cut)
-        total += cut.duration
+    picked, total = draw_by_duration(original, want, seed)
     if total < want:
         logger.warning("only %.1f s of original data for a mix ratio of %.2f (wanted %.1f s): using all of it",
                        total, ratio, want)
