@@ -8,7 +8,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from .decode.ngram import LanguageLms
 
 
 def str2bool(v: str) -> bool:
@@ -71,7 +74,7 @@ def add_lm_args(p) -> None:
     p.add_argument("--tuned-lm", type=Path, default=None, help="JSON from tune_lm with alpha/beta (overrides)")
 
 
-def lm_weights_from_args(args: argparse.Namespace) -> "tuple[float, float]":
+def lm_weights_from_args(args: argparse.Namespace) -> Tuple[float, float]:
     """(alpha, beta): those tune_lm wrote to --tuned-lm, else --alpha / --beta."""
     if args.tuned_lm is None:
         return args.alpha, args.beta
@@ -83,7 +86,7 @@ def lm_weights_from_args(args: argparse.Namespace) -> "tuple[float, float]":
     return tuned["alpha"], tuned["beta"]
 
 
-def load_lms_or_die(specs):
+def load_lms_or_die(specs: Sequence[str]) -> LanguageLms:
     """:func:`icefall_ext.decode.ngram.load_language_lms` for a command line: a missing file or a language given
     twice ends the program with a one-line error."""
     from .decode.ngram import load_language_lms
