@@ -17,7 +17,7 @@ from icefall_ext.decode.results import NOT_CONVERGED
 from icefall_ext.report import draw_curves, fmt, load_json, mean, stage_time_section, validation_curve
 
 
-def greedy_summary(exp: Path, name: str, split: str, method: str = "ctc-greedy") -> Optional[dict]:
+def decode_summary(exp: Path, name: str, split: str, method: str = "ctc-greedy") -> Optional[dict]:
     """The summary of run ``name``'s decode of ``split`` (greedy CTC unless ``method``, e.g. ``ctc-beam-lm``;
     None when it was not decoded)."""
     return load_json(exp / name / "decode" / f"summary-{split}-{method}.json")
@@ -30,7 +30,7 @@ def cer_rows(exp: Path, split: str, languages: List[str], arms: List[Tuple[str, 
     description."""
     rows = []
     for name, desc in arms:
-        s = greedy_summary(exp, name, split, method)
+        s = decode_summary(exp, name, split, method)
         if s is None:
             continue
         head = f"| {desc} | " + (f"{extra(name)} | " if extra else "")
@@ -94,25 +94,29 @@ def adapter_section(exp: Path, languages: List[str], codebooks: int) -> List[str
 
 def noisy_student_section(exp: Path, languages: List[str], teacher: str, generations: int) -> List[str]:
     """Test CER of generation 0's teacher, its labelled-only control and each student; pseudo-label quality."""
-    arms = ([(teacher, f"teacher (generation 0: {teacher})"),
-             ("ns-labelled-only", "teacher trained the student's way on labelled audio alone")]
+    arms = ([(teacher, f"supervised starting point ({teacher})"),
+             ("ns-0", "teacher (generation 0): the starting point trained the student's way on labelled audio alone"),
+             ("ns-labelled-only", "control: generation 0's teacher trained on, labelled audio alone")]
             + [(f"ns-{g}", f"student, generation {g}") for g in range(1, generations + 1)])
 
     def dev_avg(name: str, method: str = "ctc-greedy") -> str:
-        per = (greedy_summary(exp, name, "dev", method) or {}).get("per_language_cer", {})
+        per = (decode_summary(exp, name, "dev", method) or {}).get("per_language_cer", {})
         return fmt(mean([per.get(lang) for lang in languages]))
 
     rows = cer_rows(exp, "test", languages, arms, dev_avg)
-    rows[1:1] = cer_rows(exp, "test", languages, [(teacher, "teacher decoded with its language's LM (how it labels)")],
+    rows[2:2] = cer_rows(exp, "test", languages, [("ns-0", "teacher decoded with its language's LM (how it labels)")],
                          lambda name: dev_avg(name, "ctc-beam-lm"), method="ctc-beam-lm")
-    student = train_config(exp, "ns-1")
-    if len(rows) < 2 or not student:
+    student, control = train_config(exp, "ns-1"), train_config(exp, "ns-labelled-only")
+    if len(rows) < 3 or not student:
         return []
-    out = [f"Each student continues from its teacher's weights for {student.get('max_updates')} updates (AdamW, lr "
-           f"{student.get('lr')}, every weight trained) with SpecAugment ({student.get('spec_aug_time_masks')} time "
-           f"masks) on the labelled audio plus pseudo-labelled pool audio ({student.get('mix_ratio', '-')} of the audio"
-           " pseudo-labelled). The labelled-only row trains generation 0's teacher the same way without "
-           "pseudo-labels: what they add beyond the extra updates and the noise.", "",
+    out = [f"Generation 0's teacher is {teacher} trained the students' way on the labelled audio alone, so that the "
+           "students start from a converged supervised model (Park et al. 2020's teacher). Each student continues "
+           f"from its teacher's weights for {student.get('max_updates')} updates (AdamW, lr {student.get('lr')}, "
+           f"every weight trained) with SpecAugment ({student.get('spec_aug_time_masks')} time masks) on the "
+           f"labelled audio plus pseudo-labelled pool audio ({student.get('mix_ratio', '-')} of the audio "
+           f"pseudo-labelled). The control continues generation 0's teacher for {control.get('max_updates', '-')} "
+           "updates (as many as all students together) the same way without pseudo-labels: what they add beyond "
+           "the extra updates and the noise.", "",
            "| model | dev avg | test avg | " + " | ".join(languages) + " |",
            "|---|---|---|" + "---|" * len(languages)] + rows
     out += ["", "| pseudo-labels | search | CER of all labels | CER of the kept labels | kept |",
@@ -124,7 +128,7 @@ def noisy_student_section(exp: Path, languages: List[str], teacher: str, generat
         search = (f"beam search + word n-gram of the language (LM weight {tuned['alpha']:g}, word bonus "
                   f"{tuned['beta']:g}; dev CER {fmt(100 * tuned['best']['error_rate'])})" if tuned else "greedy")
         if q and r:
-            out.append(f"| generation {g} (teacher: {teacher if g == 1 else f'ns-{g - 1}'}) | {search} | "
+            out.append(f"| generation {g} (teacher: ns-{g - 1}) | {search} | "
                        f"{fmt(q['cer'])} | {fmt((q.get('kept') or {}).get('cer'))} | "
                        f"{r['counts']['kept']} of {r['counts']['total']} |")
     return out

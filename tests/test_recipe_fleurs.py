@@ -103,16 +103,18 @@ def test_usm_methods_stages(recipe_run):
     assert report["counts"]["total"] > 0 and "per_language" in report  # a smoke-scale teacher may emit only blanks
     quality = json.loads((work / "data/pl/ns-1/pl_quality.json").read_text())
     assert quality["num_utts"] == report["counts"]["total"] and "kept" in quality
-    # the student continues from its teacher (the adapter model), every weight trained; the control is the same
-    # run without the pseudo-labels
-    student, control = (json.loads((exp / n / "train_config.json").read_text()) for n in ("ns-1", "ns-labelled-only"))
-    assert student["init_from"].startswith("exp/ft-adapters/") and student["max_updates"] == 4
+    # generation 0's teacher is the adapter model trained the students' way on labelled audio; the student
+    # continues from it, every weight trained; the control is the same run without the pseudo-labels
+    teacher, student, control = (json.loads((exp / n / "train_config.json").read_text())
+                                 for n in ("ns-0", "ns-1", "ns-labelled-only"))
+    assert teacher["init_from"].startswith("exp/ft-adapters/") and teacher["spec_augment"] and not teacher["mix_cuts"]
+    assert student["init_from"].startswith("exp/ns-0/") and student["max_updates"] == 4
     assert not student["freeze_encoder"] and student["trainable_parameters"] == student["parameters"]
     assert json.loads((exp / "ns-1/model_config.json").read_text())["adapters"]["languages"] == sorted(LANGS)
     assert student["spec_augment"] and student["mix_cuts"] == ["data/pl/ns-1/pl_cuts.jsonl.gz"]
     differ = {k for k in student if student[k] != control.get(k)}
     assert differ == {"exp_dir", "mix_cuts", "mix_ratio"} and control["mix_cuts"] == [], differ
-    for run in ("ns-1", "ns-labelled-only"):
+    for run in ("ns-0", "ns-1", "ns-labelled-only"):
         assert (exp / run / "decode/summary-test-ctc-greedy.json").is_file()
     assert (exp / "ft-adapters/sherpa-decode").is_dir()
     # the teacher labelled by beam search with each language's word LM (from the mini's LM text), its weights tuned
@@ -120,7 +122,7 @@ def test_usm_methods_stages(recipe_run):
     assert all((work / f"data/lm/{lang}.arpa").is_file() for lang in LANGS)
     tuning = json.loads((work / "data/pl/ns-1/lm_tuning.json").read_text())
     assert tuning["metric"] == "cer" and len(tuning["grid"]) == 6
-    with_lm = json.loads((exp / "ft-adapters/decode/summary-test-ctc-beam-lm.json").read_text())
+    with_lm = json.loads((exp / "ns-0/decode/summary-test-ctc-beam-lm.json").read_text())
     assert with_lm["lm"].split() == [f"{lang}=data/lm/{lang}.arpa" for lang in LANGS]
     assert "beam search + word n-gram of the language" in (work / "RESULTS.md").read_text()
 

@@ -27,11 +27,13 @@
 #   8  continued training of the CTC model from BEST-RQ (USM Table 3 / Table 7 arms, same updates each): all
 #      weights; per-language residual adapters on the frozen encoder (+ output layer); the output layer alone on the
 #      frozen encoder; all weights with local attention (--local-frames past/future frames, USM: 128)
-#   9  noisy student (USM Table 4): the teacher labels the pool, labels filtered by character rate (bounds from
-#      the labelled data) and confidence (--ns-keep-fraction per language), the student trains with
-#      SpecAugment on labelled + pseudo-labelled audio (--ns-pl-ratio of the duration); --ns-generations N, each
-#      student teaching the next. The control: generation 0's teacher trained the student's way on the labelled
-#      audio alone (what the pseudo-labels add beyond the extra updates and the noise). The teacher labels by CTC
+#   9  noisy student (USM Table 4): generation 0's teacher (exp/ns-0) is --ns-teacher trained the student's way
+#      on the labelled audio alone (a converged supervised model, as Park et al. 2020's teacher); the teacher labels
+#      the pool, labels filtered by character rate (bounds from the labelled data) and confidence
+#      (--ns-keep-fraction per language), the student trains with SpecAugment on labelled + pseudo-labelled audio
+#      (--ns-pl-ratio of the duration); --ns-generations N, each student teaching the next. The control: generation
+#      0's teacher trained on the same way on the labelled audio alone for as many updates as all students (what
+#      the pseudo-labels add beyond the extra updates and the noise). The teacher labels by CTC
 #      prefix beam search with each language's word n-gram (Park et al. 2020's LM-fused labels) where
 #      --lm-text-dir has <code>.txt (a word --ns-lm-order-gram per language, LM weight and word bonus tuned on
 #      dev for each teacher), else greedily
@@ -69,8 +71,11 @@
 #   --ft-updates, --ft-lr   stage 8 (AdamW: ScaledAdam cannot move the zero-initialised adapter projections)
 #   --adapter-fraction 0.02 adapter parameters per language / encoder parameters (USM: 2.3%)
 #   --ns-generations 1, --ns-keep-fraction 0.8, --ns-pl-ratio 0.5   noisy student
-#   --ns-teacher ft-adapters   generation 0's teacher (a run under exp/): the adapter model of stage 8, the best
-#      supervised model (its labels of the pool: CER 31.0 in the mini vs 37.9 from ctc-bestrq-16); or ctc-bestrq-16
+#   --ns-teacher ft-adapters   where generation 0's teacher starts (a run under exp/): the adapter model of stage 8,
+#      the best supervised model (its labels of the pool: CER 31.0 in the mini vs 37.9 from ctc-bestrq-16); or
+#      ctc-bestrq-16. Mini: the students' 300 extra updates with SpecAugment alone took it from test CER 31.8 to
+#      27.9, better than its LM-fused labels (28.8), so a student of ft-adapters itself gained nothing over that
+#      control (28.3): hence generation 0's teacher is it trained that way first
 #   --ns-updates 5000 / 300 the student continues from its teacher's weights, every weight trained (AdamW, --ft-lr),
 #      for this many updates. Mini: labels at 38% CER from ctc-bestrq-16 added nothing over the labelled-only control
 #      (150/300/600 updates: test 35.7/35.9/34.1 vs 37.1/34.5/33.0); a student re-initialised from BEST-RQ (Park et
@@ -308,7 +313,11 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
     done
   fi
   lms=($(ns_lm_specs))
-  teacher=exp/$ns_teacher
+  # generation 0's teacher: --ns-teacher trained the student's way (noise, every weight) on labelled audio alone,
+  # so that the students start from the converged supervised model (Park et al. 2020's teacher), not from one the
+  # same extra updates would improve without any pseudo-label
+  if [ ! -f exp/ns-0/.done ]; then student exp/ns-0 exp/$ns_teacher; mark_done exp/ns-0/.done; fi
+  teacher=exp/ns-0
   for g in $(seq 1 "$ns_generations"); do
     pl=data/pl/ns-$g
     if [ ! -f $pl/.done ]; then
@@ -332,8 +341,9 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
     fi
     teacher=exp/ns-$g
   done
-  if [ ! -f exp/ns-labelled-only/.done ]; then
-    student exp/ns-labelled-only exp/$ns_teacher
+  if [ ! -f exp/ns-labelled-only/.done ]; then  # the control: as many more updates as all students, no pseudo-label
+    continue_from exp/ns-labelled-only exp/ns-0 $((ns_updates * ns_generations)) --spec-augment true \
+      --spec-aug-time-masks "$ns_time_masks"
     mark_done exp/ns-labelled-only/.done
   fi
   mark_done exp/.done.ns
@@ -344,7 +354,7 @@ longform_cuts() { for l in $languages; do [ -f $fbank/longform-${l}_cuts_test.js
 
 if stage 10 "Evaluation: CER per language, language-ID accuracy, long-form WER" exp/.done.eval; then
   ns=$(for g in $(seq 1 "$ns_generations"); do printf 'ns-%s ' $g; done)
-  for model in ctc-bestrq-$codebooks ctc-bestrq-1 ctc-scratch ft-full ft-adapters ft-head ft-local $ns \
+  for model in ctc-bestrq-$codebooks ctc-bestrq-1 ctc-scratch ft-full ft-adapters ft-head ft-local ns-0 $ns \
       ns-labelled-only; do
     [ -d exp/$model ] || continue
     python -m icefall_ext.bin.decode --exp-dir exp/$model --lang-dir $lang --threads "$threads" \
@@ -352,7 +362,7 @@ if stage 10 "Evaluation: CER per language, language-ID accuracy, long-form WER" 
   done
   lms=$(ns_lm_specs)
   if [ -n "$lms" ] && [ -f data/pl/ns-1/lm_tuning.json ]; then  # what the LM gives generation 0's teacher
-    python -m icefall_ext.bin.decode --exp-dir exp/$ns_teacher --lang-dir $lang --threads "$threads" \
+    python -m icefall_ext.bin.decode --exp-dir exp/ns-0 --lang-dir $lang --threads "$threads" \
       --cuts dev=$fbank/fleurs_cuts_dev.jsonl.gz test=$fbank/fleurs_cuts_test.jsonl.gz --method ctc-beam \
       --beam "$ns_lm_beam" --lm $lms --tuned-lm data/pl/ns-1/lm_tuning.json
   fi
