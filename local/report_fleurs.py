@@ -109,8 +109,9 @@ def noisy_student_section(exp: Path, languages: List[str], teacher: str, generat
     student, control = train_config(exp, "ns-1"), train_config(exp, "ns-labelled-only")
     if len(rows) < 3 or not student:
         return []
-    out = [f"Generation 0's teacher is {teacher} trained the students' way on the labelled audio alone, so that the "
-           "students start from a converged supervised model (Park et al. 2020's teacher). Each student continues "
+    out = [f"Generation 0's teacher is {teacher} trained the students' way on the labelled audio alone for "
+           f"{train_config(exp, 'ns-0').get('max_updates', '-')} updates (Park et al. 2020's teacher is the best "
+           "supervised model there is). Each student continues "
            f"from its teacher's weights for {student.get('max_updates')} updates (AdamW, lr {student.get('lr')}, "
            f"every weight trained) with SpecAugment ({student.get('spec_aug_time_masks')} time masks) on the "
            f"labelled audio plus pseudo-labelled pool audio ({student.get('mix_ratio', '-')} of the audio "

@@ -28,7 +28,7 @@
 #      weights; per-language residual adapters on the frozen encoder (+ output layer); the output layer alone on the
 #      frozen encoder; all weights with local attention (--local-frames past/future frames, USM: 128)
 #   9  noisy student (USM Table 4): generation 0's teacher (exp/ns-0) is --ns-teacher trained the student's way
-#      on the labelled audio alone (a converged supervised model, as Park et al. 2020's teacher); the teacher labels
+#      on the labelled audio alone (the best supervised model, as Park et al. 2020's teacher); the teacher labels
 #      the pool, labels filtered by character rate (bounds from the labelled data) and confidence
 #      (--ns-keep-fraction per language), the student trains with SpecAugment on labelled + pseudo-labelled audio
 #      (--ns-pl-ratio of the duration); --ns-generations N, each student teaching the next. The control: generation
@@ -75,7 +75,8 @@
 #      the best supervised model (its labels of the pool: CER 31.0 in the mini vs 37.9 from ctc-bestrq-16); or
 #      ctc-bestrq-16. Mini: the students' 300 extra updates with SpecAugment alone took it from test CER 31.8 to
 #      27.9, better than its LM-fused labels (28.8), so a student of ft-adapters itself gained nothing over that
-#      control (28.3): hence generation 0's teacher is it trained that way first
+#      control (28.3): hence generation 0's teacher is it trained that way first. That teacher (28.0) is not
+#      converged either: its control went on to 25.9 in 300 more updates, its student (labels at 28.5) to 26.1
 #   --ns-updates 5000 / 300 the student continues from its teacher's weights, every weight trained (AdamW, --ft-lr),
 #      for this many updates. Mini: labels at 38% CER from ctc-bestrq-16 added nothing over the labelled-only control
 #      (150/300/600 updates: test 35.7/35.9/34.1 vs 37.1/34.5/33.0); a student re-initialised from BEST-RQ (Park et
