@@ -315,8 +315,8 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
   fi
   lms=($(ns_lm_specs))
   # generation 0's teacher: --ns-teacher trained the student's way (noise, every weight) on labelled audio alone,
-  # so that the students start from the converged supervised model (Park et al. 2020's teacher), not from one the
-  # same extra updates would improve without any pseudo-label
+  # so that the students start from the best supervised model (Park et al. 2020's teacher), not from one the same
+  # extra updates improve without any pseudo-label (mini: still not converged after it, see --ns-teacher)
   if [ ! -f exp/ns-0/.done ]; then student exp/ns-0 exp/$ns_teacher; mark_done exp/ns-0/.done; fi
   teacher=exp/ns-0
   for g in $(seq 1 "$ns_generations"); do
