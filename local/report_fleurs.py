@@ -106,11 +106,11 @@ def noisy_student_section(exp: Path, languages: List[str], teacher: str, generat
     rows = cer_rows(exp, "test", languages, arms, dev_avg)
     rows[2:2] = cer_rows(exp, "test", languages, [("ns-0", "teacher decoded with its language's LM (how it labels)")],
                          lambda name: dev_avg(name, "ctc-beam-lm"), method="ctc-beam-lm")
-    student, control = train_config(exp, "ns-1"), train_config(exp, "ns-labelled-only")
+    teacher_run, student, control = (train_config(exp, n) for n in ("ns-0", "ns-1", "ns-labelled-only"))
     if len(rows) < 3 or not student:
         return []
     out = [f"Generation 0's teacher is {teacher} trained the students' way on the labelled audio alone for "
-           f"{train_config(exp, 'ns-0').get('max_updates', '-')} updates (Park et al. 2020's teacher is the best "
+           f"{teacher_run.get('max_updates', '-')} updates (Park et al. 2020's teacher is the best "
            "supervised model there is). Each student continues "
            f"from its teacher's weights for {student.get('max_updates')} updates (AdamW, lr {student.get('lr')}, "
            f"every weight trained) with SpecAugment ({student.get('spec_aug_time_masks')} time masks) on the "

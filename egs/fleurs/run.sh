@@ -298,9 +298,9 @@ fi
 
 # LANG=ARPA of each language's word n-gram (stage 9 trains them from --lm-text-dir; none with --ns-lm false)
 ns_lm_specs() { [ "$ns_lm" = true ] && for l in $languages; do [ -f data/lm/$l.arpa ] && printf '%s ' "$l=data/lm/$l.arpa"; done; true; }
-# a noisy student (SpecAugment is its noise) continuing from TEACHER: EXP TEACHER [ARGS]
-student() { local exp=$1 teacher=$2; shift 2
-  continue_from "$exp" "$teacher" "$ns_updates" --spec-augment true --spec-aug-time-masks "$ns_time_masks" "$@"; }
+# continued training with the noisy student's noise (SpecAugment): EXP FROM N [ARGS]
+noisy() { local exp=$1 from=$2 n=$3; shift 3
+  continue_from "$exp" "$from" "$n" --spec-augment true --spec-aug-time-masks "$ns_time_masks" "$@"; }
 
 if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed pool" exp/.done.ns; then
   [ -n "$pool_dir" ] || die "noisy student needs the untranscribed pool (--pool-dir)"
@@ -317,7 +317,7 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
   # generation 0's teacher: --ns-teacher trained the student's way (noise, every weight) on labelled audio alone,
   # so that the students start from the best supervised model (Park et al. 2020's teacher), not from one the same
   # extra updates improve without any pseudo-label (mini: still not converged after it, see --ns-teacher)
-  if [ ! -f exp/ns-0/.done ]; then student exp/ns-0 exp/$ns_teacher; mark_done exp/ns-0/.done; fi
+  if [ ! -f exp/ns-0/.done ]; then noisy exp/ns-0 exp/$ns_teacher "$ns_updates"; mark_done exp/ns-0/.done; fi
   teacher=exp/ns-0
   for g in $(seq 1 "$ns_generations"); do
     pl=data/pl/ns-$g
@@ -337,14 +337,13 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
       mark_done $pl/.done
     fi
     if [ ! -f exp/ns-$g/.done ]; then
-      student exp/ns-$g $teacher --mix-cuts $pl/pl_cuts.jsonl.gz --mix-ratio "$ns_pl_ratio"
+      noisy exp/ns-$g $teacher "$ns_updates" --mix-cuts $pl/pl_cuts.jsonl.gz --mix-ratio "$ns_pl_ratio"
       mark_done exp/ns-$g/.done
     fi
     teacher=exp/ns-$g
   done
   if [ ! -f exp/ns-labelled-only/.done ]; then  # the control: as many more updates as all students, no pseudo-label
-    continue_from exp/ns-labelled-only exp/ns-0 $((ns_updates * ns_generations)) --spec-augment true \
-      --spec-aug-time-masks "$ns_time_masks"
+    noisy exp/ns-labelled-only exp/ns-0 $((ns_updates * ns_generations))
     mark_done exp/ns-labelled-only/.done
   fi
   mark_done exp/.done.ns
