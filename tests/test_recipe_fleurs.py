@@ -16,8 +16,8 @@ LANGS = ["en_us", "de_de", "fi_fi"]
 SMOKE = [
     "--mini", "true", "--mini-scale", "0.05", "--preset", "conformer-tiny", "--max-duration", "40",
     "--languages", " ".join(LANGS), "--pretrain-updates", "12", "--ctc-updates", "8", "--lid-updates", "6",
-    "--valid-every", "6", "--num-codes", "64", "--ft-updates", "4", "--ns-updates", "4", "--head-first-updates", "3",
-    "--threads", THREADS,
+    "--valid-every", "6", "--num-codes", "64", "--ft-updates", "4", "--ns-updates", "4", "--ns-teacher-updates", "5",
+    "--head-first-updates", "3", "--threads", THREADS,
 ]
 
 
@@ -108,6 +108,7 @@ def test_usm_methods_stages(recipe_run):
     teacher, student, control = (json.loads((exp / n / "train_config.json").read_text())
                                  for n in ("ns-0", "ns-1", "ns-labelled-only"))
     assert teacher["init_from"].startswith("exp/ft-adapters/") and teacher["spec_augment"] and not teacher["mix_cuts"]
+    assert teacher["max_updates"] == 5  # --ns-teacher-updates, apart from the students' --ns-updates
     assert student["init_from"].startswith("exp/ns-0/") and student["max_updates"] == 4
     assert not student["freeze_encoder"] and student["trainable_parameters"] == student["parameters"]
     assert json.loads((exp / "ns-1/model_config.json").read_text())["adapters"]["languages"] == sorted(LANGS)
@@ -121,7 +122,7 @@ def test_usm_methods_stages(recipe_run):
     # on dev; the same search decodes the teacher's test set
     assert all((work / f"data/lm/{lang}.arpa").is_file() for lang in LANGS)
     tuning = json.loads((work / "data/pl/ns-1/lm_tuning.json").read_text())
-    assert tuning["metric"] == "cer" and len(tuning["grid"]) == 6
+    assert tuning["metric"] == "cer" and len(tuning["grid"]) == 9
     with_lm = json.loads((exp / "ns-0/decode/summary-test-ctc-beam-lm.json").read_text())
     assert with_lm["lm"].split() == [f"{lang}=data/lm/{lang}.arpa" for lang in LANGS]
     assert "beam search + word n-gram of the language" in (work / "RESULTS.md").read_text()

@@ -73,10 +73,11 @@
 #   --ns-generations 1, --ns-keep-fraction 0.8, --ns-pl-ratio 0.5   noisy student
 #   --ns-teacher ft-adapters   where generation 0's teacher starts (a run under exp/): the adapter model of stage 8,
 #      the best supervised model (its labels of the pool: CER 31.0 in the mini vs 37.9 from ctc-bestrq-16); or
-#      ctc-bestrq-16. Mini: the students' 300 extra updates with SpecAugment alone took it from test CER 31.8 to
-#      27.9, better than its LM-fused labels (28.8), so a student of ft-adapters itself gained nothing over that
-#      control (28.3): hence generation 0's teacher is it trained that way first. That teacher (28.0) is not
-#      converged either: its control went on to 25.9 in 300 more updates, its student (labels at 28.5) to 26.1
+#      ctc-bestrq-16
+#   --ns-teacher-updates 5000 / 1500   updates of generation 0's teacher (--ns-teacher trained the students' way).
+#      A student only shows what its labels add if its teacher has stopped gaining from more labelled updates.
+#      Mini: with 300, the labelled-only control gained 2.1 CER in 300 more updates and the student trailed it
+#      (test 26.1 vs 25.9); trained on to 1800 the dev CER went 28.8 -> 22.4, a gain of ~1 per 400 updates at the end
 #   --ns-updates 5000 / 300 the student continues from its teacher's weights, every weight trained (AdamW, --ft-lr),
 #      for this many updates. Mini: labels at 38% CER from ctc-bestrq-16 added nothing over the labelled-only control
 #      (150/300/600 updates: test 35.7/35.9/34.1 vs 37.1/34.5/33.0); a student re-initialised from BEST-RQ (Park et
@@ -85,7 +86,7 @@
 #   --lm-text-dir           LM text per language, <code>.txt, one sentence per line (FLEURS ships none: e.g. each
 #      language's Wikipedia or Common Crawl text without the FLEURS sentences; real: none unless given, then
 #      greedy labels; mini: generated, 5000 sentences per language, none heard in any clip)
-#   --ns-lm true, --ns-lm-order 3, --ns-lm-beam 8, --ns-lm-alphas 0.25,0.5,1.0, --ns-lm-betas 0.5,1.5
+#   --ns-lm true, --ns-lm-order 3, --ns-lm-beam 8, --ns-lm-alphas 0.25,0.5,1.0, --ns-lm-betas 0.5,1.5,2.5
 #      LM-fused pseudo-labels (false: greedy even with --lm-text-dir) and the tune_lm grid
 #   --chunk-seconds 8       chunk of chunk-wise attention (USM: 8 s); --local-frames 128 (local attention)
 #   --crop-seconds 10       crop-and-stitch decoding of the long-form set, for comparison
@@ -126,13 +127,14 @@ ns_keep_fraction=0.8
 ns_pl_ratio=0.5
 ns_time_masks=
 ns_teacher=ft-adapters
+ns_teacher_updates=
 ns_updates=
 lm_text_dir=
 ns_lm=true
 ns_lm_order=3
 ns_lm_beam=8
 ns_lm_alphas=0.25,0.5,1.0
-ns_lm_betas=0.5,1.5
+ns_lm_betas=0.5,1.5,2.5
 chunk_seconds=8
 local_frames=128
 crop_seconds=10
@@ -175,6 +177,7 @@ pick spec_augment true false
 pick head_first_updates 2000 60
 pick ns_time_masks 10 2
 pick ns_updates 5000 300
+pick ns_teacher_updates 5000 1500
 pick longform_dir "" "$corpus_dir/longform"
 pick lm_text_dir "" "$corpus_dir/fleurs_lm"
 [ -n "$languages" ] || die "--languages is required with real data (FLEURS codes such as en_us fi_fi)"
@@ -316,8 +319,8 @@ if stage 9 "Noisy student: $ns_generations generation(s) on the untranscribed po
   lms=($(ns_lm_specs))
   # generation 0's teacher: --ns-teacher trained the student's way (noise, every weight) on labelled audio alone,
   # so that the students start from the best supervised model (Park et al. 2020's teacher), not from one the same
-  # extra updates improve without any pseudo-label (mini: still not converged after it, see --ns-teacher)
-  if [ ! -f exp/ns-0/.done ]; then noisy exp/ns-0 exp/$ns_teacher "$ns_updates"; mark_done exp/ns-0/.done; fi
+  # extra updates improve without any pseudo-label (see --ns-teacher-updates)
+  if [ ! -f exp/ns-0/.done ]; then noisy exp/ns-0 exp/$ns_teacher "$ns_teacher_updates"; mark_done exp/ns-0/.done; fi
   teacher=exp/ns-0
   for g in $(seq 1 "$ns_generations"); do
     pl=data/pl/ns-$g
