@@ -76,8 +76,9 @@
 #      ctc-bestrq-16
 #   --ns-teacher-updates 5000 / 1500   updates of generation 0's teacher (--ns-teacher trained the students' way).
 #      A student only shows what its labels add if its teacher has stopped gaining from more labelled updates.
-#      Mini: with 300, the labelled-only control gained 2.1 CER in 300 more updates and the student trailed it
-#      (test 26.1 vs 25.9); trained on to 1800 the dev CER went 28.8 -> 22.4, a gain of ~1 per 400 updates at the end
+#      Mini (test CER): with 300, the labelled-only control gained 2.1 in 300 more updates and the student trailed
+#      it (26.1 vs 25.9); with 1500 (dev CER 28.8 at 300, 23.4 at 1500) the control lost (22.1 -> 23.2) and the
+#      student gained (21.4, WER 74.1 vs 76.0)
 #   --ns-updates 5000 / 300 the student continues from its teacher's weights, every weight trained (AdamW, --ft-lr),
 #      for this many updates. Mini: labels at 38% CER from ctc-bestrq-16 added nothing over the labelled-only control
 #      (150/300/600 updates: test 35.7/35.9/34.1 vs 37.1/34.5/33.0); a student re-initialised from BEST-RQ (Park et
