@@ -77,7 +77,7 @@
 #   --ns-teacher-updates 5000 / 1500   updates of generation 0's teacher (--ns-teacher trained the students' way).
 #      A student only shows what its labels add if its teacher has stopped gaining from more labelled updates.
 #      Mini (test CER): with 300, the labelled-only control gained 2.1 in 300 more updates and the student trailed
-#      it (26.1 vs 25.9); with 1500 (dev CER 28.8 at 300, 23.4 at 1500) the control lost (22.1 -> 23.2) and the
+#      it (26.1 vs 25.9); with 1500 (dev CER 29.0 at 300, 23.4 at 1500) the control lost (22.1 -> 23.2) and the
 #      student gained (21.4, WER 74.1 vs 76.0)
 #   --ns-updates 5000 / 300 the student continues from its teacher's weights, every weight trained (AdamW, --ft-lr),
 #      for this many updates. Mini: labels at 38% CER from ctc-bestrq-16 added nothing over the labelled-only control
